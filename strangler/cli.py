@@ -1,0 +1,86 @@
+"""`strangler`: the command line. Parses arguments, loads the configuration, hands over; nothing else.
+
+Exit codes: 0 done, 2 bad input (configuration or arguments), 3 refused by a gate, 4 version conflict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from strangler import __version__
+from strangler.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from strangler.config import load_config
+
+    return load_config(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(
+        f"ok: {args.config}: {len(config.capabilities)} capabilities, {len(config.upstreams)} upstreams"
+    )
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    updates = {}
+    if args.workers is not None:
+        updates["workers"] = args.workers
+    if args.listen is not None:
+        updates["listen"] = args.listen
+    if updates:
+        config = config.model_copy(update=updates)
+    from strangler.gateway.server import run
+
+    return run(config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from strangler.demo.runner import run_demo
+
+    return run_demo(serve=args.serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strangler", description="Strangler-fig migration gateway")
+    parser.add_argument("--version", action="version", version=f"strangler {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a configuration file")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("serve", help="run the proxy and the admin API")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument("--workers", type=int, help="override 'workers'")
+    p.add_argument("--listen", help="override 'listen' (HOST:PORT)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="the whole thing on embedded defaults, no external services")
+    p.add_argument("--serve", action="store_true", help="keep everything running and print the URLs")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130

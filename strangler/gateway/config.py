@@ -1,0 +1,108 @@
+"""The gateway's part of the configuration: listeners, upstreams, limits, admin tokens."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
+
+
+class Model(BaseModel):
+    """Base for configuration models: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` -> (host, port); ValueError says what was expected."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class UpstreamConfig(Model):
+    url: str
+    connect_timeout: float = Field(1.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds to wait for the response or for the next bytes")
+    pool_size: int = Field(100, ge=1, description="connections kept to this upstream per worker")
+    preserve_host: bool = False
+    retries: int = Field(2, ge=0, le=5, description="extra attempts for requests that are safe to retry")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from yarl import URL
+
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        if url.query_string or url.fragment:
+            raise ValueError("an upstream URL cannot have a query or fragment")
+        return value
+
+
+class AdminConfig(Model):
+    listen: str = "127.0.0.1:9901"
+    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen(value)
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in value.items():
+            if len(token.get_secret_value()) < 16:
+                raise ValueError(f"token {name!r} is shorter than 16 characters")
+        return value
+
+
+class LimitsConfig(Model):
+    max_header_bytes: ByteSize = ByteSize(32 * 1024)
+    max_request_body: ByteSize = ByteSize(100 * 1024 * 1024)
+    drain_timeout: float = Field(20.0, ge=0, description="seconds to finish in-flight requests on SIGTERM")
+    retry_budget: float = Field(0.2, ge=0, le=1, description="retries allowed as a share of requests")
+
+
+class AccessLogConfig(Model):
+    enabled: bool = False
+
+
+class GatewayConfigMixin(Model):
+    """Top-level keys the gateway reads (merged into the root model)."""
+
+    listen: str = "127.0.0.1:8080"
+    workers: int = Field(2, ge=1, le=64)
+    admin: AdminConfig = AdminConfig()
+    trusted_proxies: list[str] = Field(default_factory=list)
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    default_upstream: str | None = None
+    limits: LimitsConfig = LimitsConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
+    path_semicolons: Literal["keep", "reject"] = "keep"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected an IP address or CIDR network, got {item!r}") from None
+        return value

@@ -1,0 +1,163 @@
+"""Header handling for one hop: hop-by-hop removal (RFC 9110 7.6.1), forwarding headers, correlation id.
+
+Header lists are ASGI's: `[(lowercase name bytes, value bytes), ...]`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
+CORRELATION = b"x-correlation-id"
+# Headers a client may not nominate in `Connection`: doing so would let it strip what the proxy adds.
+PROTECTED = FORWARDING | {b"host", CORRELATION, b"content-length"}
+_CORRELATION_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class HeaderRejected(ValueError):
+    """A request header set that must not be forwarded; the message names the header."""
+
+
+def connection_nominated(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Names listed in every `Connection` header (lower-cased)."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    names.add(token)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> TrustedProxies:
+        return cls(tuple(ipaddress.ip_network(item, strict=False) for item in items))
+
+    def trusts(self, peer: str | None) -> bool:
+        if not self.networks or not peer:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.networks)
+
+
+@dataclass(slots=True)
+class PreparedRequestHeaders:
+    upstream: list[tuple[str, str]]
+    host: bytes
+    correlation_id: str
+    content_length: int | None
+    chunked: bool
+
+
+def prepare_request_headers(
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    peer: str | None,
+    scheme: str,
+    trusted: bool,
+    preserve_host: bool,
+) -> PreparedRequestHeaders:
+    """Headers to send upstream, or HeaderRejected.
+
+    Strips hop-by-hop and `Connection`-nominated headers, replaces forwarding headers (kept and appended
+    only when the peer is a trusted proxy), keeps or generates the correlation id.
+    """
+    nominated = connection_nominated(headers)
+    forbidden = nominated & PROTECTED
+    if forbidden:
+        raise HeaderRejected(f"Connection may not name {b', '.join(sorted(forbidden)).decode('latin-1')}")
+    out: list[tuple[str, str]] = []
+    host = b""
+    correlation = b""
+    prior_for: list[bytes] = []
+    prior_proto = b""
+    prior_host = b""
+    prior_forwarded: list[bytes] = []
+    content_length: int | None = None
+    chunked = False
+    for name, value in headers:
+        if name in HOP_BY_HOP or name in nominated:
+            if name == b"transfer-encoding":
+                chunked = True
+            continue
+        if name in FORWARDING:
+            if trusted:
+                if name == b"x-forwarded-for":
+                    prior_for.append(value)
+                elif name == b"x-forwarded-proto":
+                    prior_proto = value
+                elif name == b"x-forwarded-host":
+                    prior_host = value
+                elif name == b"forwarded":
+                    prior_forwarded.append(value)
+            continue
+        if name == b"host":
+            host = value
+            if not preserve_host:
+                continue
+        elif name == CORRELATION:
+            if not correlation and _CORRELATION_ID.match(value):
+                correlation = value
+            continue
+        elif name == b"content-length":
+            if content_length is not None or not value.isdigit():
+                raise HeaderRejected("invalid or repeated Content-Length")
+            content_length = int(value)
+        elif name == b"expect":
+            continue  # the proxy answers 100-continue itself; the upstream gets the body as it comes
+        try:
+            out.append((name.decode("ascii"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise HeaderRejected(f"header {name.decode('latin-1')!r} has a value that is not UTF-8") from None
+    correlation_id = correlation.decode("ascii") if correlation else str(uuid.uuid4())
+    client = peer or "unknown"
+    forwarded_for = b", ".join([*prior_for, client.encode()]) if prior_for else client.encode()
+    out.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
+    out.append(("x-forwarded-proto", (prior_proto or scheme.encode()).decode("latin-1")))
+    if prior_host or host:
+        out.append(("x-forwarded-host", (prior_host or host).decode("latin-1")))
+    for value in prior_forwarded:
+        out.append(("forwarded", value.decode("latin-1")))
+    out.append(("x-correlation-id", correlation_id))
+    return PreparedRequestHeaders(out, host, correlation_id, content_length, chunked)
+
+
+def filter_response_headers(raw: Sequence[tuple[bytes, bytes]], correlation_id: bytes) -> list[tuple[bytes, bytes]]:
+    """Response headers for the client: hop-by-hop and nominated ones removed, correlation id set."""
+    nominated: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    out = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in nominated or lower == CORRELATION:
+            continue
+        out.append((lower, value))
+    out.append((CORRELATION, correlation_id))
+    return out

@@ -1,0 +1,275 @@
+"""The proxy: a plain ASGI application that forwards every request to the upstream its route selects.
+
+One request's path: header limits -> path normalisation -> route (capability, flag, decision) ->
+upstream headers -> body stream (size-limited) -> upstream call (retried only when safe) -> streamed
+response. Anything the gateway answers itself is an RFC 9457 problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from strangler.gateway.errors import BodyTooLarge, UpstreamError
+from strangler.gateway.headers import (
+    HeaderRejected,
+    TrustedProxies,
+    filter_response_headers,
+    prepare_request_headers,
+)
+from strangler.gateway.metrics import ProxyMetrics
+from strangler.gateway.paths import PathRejected, normalize_path
+from strangler.gateway.problems import problem_body, problem_headers
+from strangler.gateway.retry import RetryBudget, call_with_retries
+from strangler.gateway.upstream import (
+    AiohttpUpstreamClient,
+    UpstreamClient,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from strangler.routing.router import FlagSource, Router, StaticFlags
+
+if TYPE_CHECKING:
+    from strangler.config import StranglerConfig
+
+Scope = dict[str, Any]
+access_log = logging.getLogger("strangler.access")
+log = logging.getLogger("strangler.gateway")
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request body was being read."""
+
+
+class BodyStream:
+    """The client's request body as an async iterator, counted against `limit`, read at most once."""
+
+    __slots__ = ("_receive", "_limit", "_seen", "_done", "started", "too_large", "disconnected")
+
+    def __init__(self, receive: Any, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._seen = 0
+        self._done = False
+        self.started = False
+        self.too_large = False
+        self.disconnected = False
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            self.started = True
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                raise ClientDisconnected()
+            chunk: bytes = message.get("body", b"")
+            self._done = not message.get("more_body", False)
+            self._seen += len(chunk)
+            if self._seen > self._limit:
+                self.too_large = True
+                raise BodyTooLarge(self._limit)
+            if chunk:
+                return chunk
+        raise StopAsyncIteration
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        config: StranglerConfig,
+        *,
+        flags: FlagSource | None = None,
+        registry: CollectorRegistry | None = None,
+        clients: Mapping[str, UpstreamClient] | None = None,
+    ) -> None:
+        self.config = config
+        self.router = Router(config.capabilities, flags or StaticFlags(config.capabilities), config.default_upstream)
+        self.clients: dict[str, UpstreamClient] = dict(clients) if clients is not None else {
+            name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
+        }
+        self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+        self._trusted = TrustedProxies.parse(config.trusted_proxies)
+        self._budgets = {name: RetryBudget(config.limits.retry_budget) for name in config.upstreams}
+        self._max_header = int(config.limits.max_header_bytes)
+        self._body_limits = {
+            name: int(cap.max_request_body or config.limits.max_request_body)
+            for name, cap in config.capabilities.items()
+        }
+        self._default_body_limit = int(config.limits.max_request_body)
+        self._reject_semicolons = config.path_semicolons == "reject"
+        self._access_log = config.access_log.enabled
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets are not proxied (yet): refuse the handshake
+            await receive()
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        headers = scope["headers"]
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+        if size > self._max_header:
+            return await self._reject(send, 431, f"request headers exceed {self._max_header} bytes", "header_size")
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        try:
+            path = normalize_path(raw_path)
+        except PathRejected as exc:
+            return await self._reject(send, 400, str(exc), "path")
+        if self._reject_semicolons and ";" in path:
+            return await self._reject(send, 400, "';' is not allowed in paths here", "path")
+        method = scope["method"]
+        route = self.router.route(method, path)
+        if route is None:
+            return await self._reject(send, 503, "no upstream is configured for this route", "no_upstream")
+        upstream = route.decision.primary
+        client = self.clients.get(upstream)
+        if client is None:
+            return await self._reject(send, 503, f"upstream {upstream!r} is not configured", "no_upstream")
+        peer = scope.get("client")
+        peer_host = peer[0] if peer else None
+        try:
+            prepared = prepare_request_headers(
+                headers,
+                peer=peer_host,
+                scheme=scope.get("scheme", "http"),
+                trusted=self._trusted.trusts(peer_host),
+                preserve_host=self.config.upstreams[upstream].preserve_host,
+            )
+        except HeaderRejected as exc:
+            return await self._reject(send, 400, str(exc), "header")
+        cid = prepared.correlation_id
+        limit = self._body_limits.get(route.capability, self._default_body_limit) if route.capability else (
+            self._default_body_limit
+        )
+        if prepared.content_length is not None and prepared.content_length > limit:
+            return await self._reject(send, 413, f"request body exceeds {limit} bytes", "body_size", cid)
+        has_body = prepared.chunked or (prepared.content_length or 0) > 0
+        body = BodyStream(receive, limit) if has_body else None
+        query = scope.get("query_string") or b""
+        target = path + "?" + query.decode("latin-1") if query else path
+        request = UpstreamRequest(method, target, prepared.upstream, body, chunked=prepared.chunked)
+        capability = route.capability or "-"
+        self.metrics.in_flight.inc()
+        started = time.perf_counter()
+        status = 0
+        try:
+            try:
+                response = await self._send(client, upstream, request, body)
+            except UpstreamError as exc:
+                if body is not None and body.disconnected:
+                    return
+                if body is not None and body.too_large:
+                    status = 413
+                    return await self._reject(send, 413, f"request body exceeds {limit} bytes", "body_size", cid)
+                status = exc.status
+                return await self._reject(send, exc.status, str(exc), "upstream", cid, upstream=upstream)
+            except BodyTooLarge:
+                status = 413
+                return await self._reject(send, 413, f"request body exceeds {limit} bytes", "body_size", cid)
+            except ClientDisconnected:
+                return
+            status = response.status
+            self.metrics.observe_latency(upstream, time.perf_counter() - started)
+            await self._stream(response, send, cid)
+        finally:
+            self.metrics.in_flight.dec()
+            if status:
+                self.metrics.count_request(capability, route.decision.target, status)
+            if self._access_log:
+                self._log_access(scope, path, capability, upstream, status, started, cid)
+
+    async def _send(
+        self, client: UpstreamClient, upstream: str, request: UpstreamRequest, body: BodyStream | None
+    ) -> UpstreamResponse:
+        budget = self._budgets[upstream]
+        budget.deposit()
+        try:
+            return await client.send(request)
+        except UpstreamError as first:
+            return await call_with_retries(
+                lambda: client.send(request),
+                first,
+                method=request.method,
+                body_started=lambda: body is not None and body.started,
+                attempts=self.config.upstreams[upstream].retries + 1,
+                budget=budget,
+                on_retry=lambda: self.metrics.retries.labels(upstream).inc(),
+            )
+
+    async def _stream(self, response: UpstreamResponse, send: Any, cid: str) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": filter_response_headers(response.headers, cid.encode()),
+                }
+            )
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.close()
+
+    async def _reject(
+        self,
+        send: Any,
+        status: int,
+        detail: str,
+        reason: str,
+        correlation_id: str | None = None,
+        upstream: str | None = None,
+    ) -> None:
+        if reason != "upstream":
+            self.metrics.rejected.labels(reason).inc()
+        body = problem_body(status, detail, correlation_id=correlation_id, upstream=upstream)
+        await send({"type": "http.response.start", "status": status, "headers": problem_headers(body, correlation_id)})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _log_access(
+        self, scope: Scope, path: str, capability: str, upstream: str, status: int, started: float, cid: str
+    ) -> None:
+        peer = scope.get("client")
+        access_log.info(
+            orjson.dumps(
+                {
+                    "ts": time.time(),
+                    "method": scope["method"],
+                    "path": path,
+                    "capability": capability,
+                    "upstream": upstream,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "correlation_id": cid,
+                    "client": peer[0] if peer else None,
+                }
+            ).decode()
+        )

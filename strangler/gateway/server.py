@@ -1,0 +1,180 @@
+"""`strangler serve`: a supervisor process with the admin listener and N forked proxy workers.
+
+The supervisor binds the proxy socket once and forks workers that share it (each a uvicorn server with
+uvloop and httptools). It restarts a worker that dies, and on SIGTERM/SIGINT marks itself not ready,
+lets every worker drain its in-flight requests (up to `limits.drain_timeout`) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from strangler.gateway.config import parse_listen
+
+if TYPE_CHECKING:
+    from strangler.config import StranglerConfig
+
+log = logging.getLogger("strangler.server")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server whose signals the supervisor handles."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return None
+
+
+def bind_socket(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: Any, config: StranglerConfig, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = dict(
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=config.limits.drain_timeout,
+        timeout_keep_alive=15,
+        log_level="warning",
+        backlog=2048,
+    )
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def _worker_main(config: StranglerConfig, sock: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM drains
+    from prometheus_client import CollectorRegistry
+
+    from strangler.gateway.proxy import ProxyApp
+
+    app = ProxyApp(config, registry=CollectorRegistry())
+    server = uvicorn.Server(uvicorn_config(app, config))
+    server.run(sockets=[sock])
+
+
+def _enable_multiprocess_metrics() -> str:
+    directory = tempfile.mkdtemp(prefix="strangler-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()  # in case prometheus_client was imported before
+    return directory
+
+
+def run(config: StranglerConfig) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    metrics_dir = _enable_multiprocess_metrics()
+    sock = bind_socket(config.listen)
+    context = multiprocessing.get_context("fork")
+    supervisor = Supervisor(config, sock, context)
+    try:
+        supervisor.start_workers()
+        return asyncio.run(supervisor.serve_admin())
+    finally:
+        supervisor.stop_workers(grace=0)
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class Supervisor:
+    def __init__(self, config: StranglerConfig, sock: socket.socket, context: Any) -> None:
+        self.config = config
+        self.sock = sock
+        self.context = context
+        self.workers: list[BaseProcess] = []
+        self.draining = False
+        self.started_at = time.time()
+
+    def _spawn(self) -> BaseProcess:
+        process = self.context.Process(target=_worker_main, args=(self.config, self.sock), daemon=True)
+        process.start()
+        return process
+
+    def start_workers(self) -> None:
+        self.workers = [self._spawn() for _ in range(self.config.workers)]
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        alive = sum(1 for w in self.workers if w.is_alive())
+        detail = {"workers": {"alive": alive, "configured": self.config.workers}, "draining": self.draining}
+        return (alive == self.config.workers and not self.draining), detail
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        from prometheus_client import multiprocess
+
+        while not stop.is_set():
+            for i, worker in enumerate(self.workers):
+                if not worker.is_alive() and not self.draining:
+                    log.warning("worker %s exited with %s; starting a new one", worker.pid, worker.exitcode)
+                    if worker.pid is not None:
+                        multiprocess.mark_process_dead(worker.pid)
+                    self.workers[i] = self._spawn()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async def serve_admin(self) -> int:
+        from strangler.gateway.admin import build_admin_app, multiprocess_metrics
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        app = build_admin_app(
+            tokens=self.config.admin.tokens, metrics=multiprocess_metrics(), readiness=self.readiness
+        )
+        host, port = parse_listen(self.config.admin.listen)
+        admin = _QuietServer(
+            uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning", access_log=False)
+        )
+        admin_task = asyncio.create_task(admin.serve())
+        watch_task = asyncio.create_task(self._watch(stop))
+        log.info("proxy on %s (%d workers), admin on %s", self.config.listen, self.config.workers,
+                 self.config.admin.listen)
+        await stop.wait()
+        self.draining = True
+        await loop.run_in_executor(None, self.stop_workers, self.config.limits.drain_timeout + 5)
+        admin.should_exit = True
+        await asyncio.gather(admin_task, watch_task, return_exceptions=True)
+        return 0
+
+    def stop_workers(self, grace: float) -> None:
+        for worker in self.workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join(1)

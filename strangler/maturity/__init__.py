@@ -1,0 +1,1 @@
+"""maturity package."""

@@ -1,0 +1,176 @@
+"""Route templates (`METHOD /path/{param}/{rest:path}`) compiled once into a segment trie.
+
+Matching walks the trie: a literal segment beats a parameter, a parameter beats a `{rest:path}` tail.
+Paths given to `RouteTable.match` must already be normalised (see `strangler.gateway.paths`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "*"})
+_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
+_LITERAL = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]+$")
+
+
+class RouteTemplateError(ValueError):
+    """A route template that cannot be parsed; the message says what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTemplate:
+    """One parsed template. `segments` holds literals, `{name}` params or a final `{name:path}`."""
+
+    method: str
+    pattern: str
+    segments: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return f"{self.method} {self.pattern}"
+
+
+def parse_route(text: str) -> RouteTemplate:
+    """Parse `METHOD /path` into a template; raise RouteTemplateError saying what is wrong."""
+    parts = text.split()
+    if len(parts) != 2:
+        raise RouteTemplateError(f"expected 'METHOD /path', got {text!r}")
+    method, pattern = parts
+    if method not in METHODS:
+        raise RouteTemplateError(f"unknown method {method!r}; expected one of {', '.join(sorted(METHODS))}")
+    if not pattern.startswith("/"):
+        raise RouteTemplateError(f"path must start with '/', got {pattern!r}")
+    raw = pattern[1:].split("/") if pattern != "/" else []
+    segments: list[str] = []
+    names: set[str] = set()
+    for i, seg in enumerate(raw):
+        m = _PARAM.match(seg)
+        if m:
+            name, kind = m.group(1), m.group(2)
+            if name in names:
+                raise RouteTemplateError(f"parameter {{{name}}} appears twice in {pattern!r}")
+            names.add(name)
+            if kind == "path" and i != len(raw) - 1:
+                raise RouteTemplateError(f"{{{name}:path}} must be the last segment of {pattern!r}")
+            segments.append(seg)
+        elif seg == "" and i == len(raw) - 1:
+            segments.append("")  # trailing slash is significant
+        elif seg in ("", ".", "..") or not _LITERAL.match(seg):
+            raise RouteTemplateError(f"invalid path segment {seg!r} in {pattern!r}")
+        else:
+            segments.append(seg)
+    return RouteTemplate(method=method, pattern=pattern, segments=tuple(segments))
+
+
+def _kind(seg: str) -> str:
+    if seg.startswith("{") and seg.endswith(":path}"):
+        return "rest"
+    if seg.startswith("{"):
+        return "param"
+    return "literal"
+
+
+def templates_overlap(a: RouteTemplate, b: RouteTemplate) -> bool:
+    """True when some request (method and path) would match both templates."""
+    if a.method != b.method and "*" not in (a.method, b.method):
+        return False
+    return _segments_overlap(a.segments, b.segments)
+
+
+def _segments_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    if not a or not b:
+        return not a and not b  # a {rest:path} tail needs at least one (possibly empty) segment
+    ka, kb = _kind(a[0]), _kind(b[0])
+    if ka == "rest" or kb == "rest":
+        return True
+    if ka == "literal" and kb == "literal" and a[0] != b[0]:
+        return False
+    if (ka == "param" and b[0] == "") or (kb == "param" and a[0] == ""):
+        return False  # a parameter never matches an empty segment
+    return _segments_overlap(a[1:], b[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    capability: str
+    template: RouteTemplate
+    params: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Node:
+    literals: dict[str, _Node] = field(default_factory=dict)
+    param: _Node | None = None
+    param_names: list[str] = field(default_factory=list)
+    # method -> (capability, template, param name of a {rest:path} tail or None)
+    ends: dict[str, tuple[str, RouteTemplate]] = field(default_factory=dict)
+    rest: dict[str, tuple[str, RouteTemplate, str]] = field(default_factory=dict)
+
+
+class RouteTable:
+    """All capabilities' templates; `match(method, path)` finds the capability serving a request."""
+
+    def __init__(self, routes: Iterable[tuple[str, RouteTemplate]]) -> None:
+        self._root = _Node()
+        for capability, template in routes:
+            self._add(capability, template)
+
+    def _add(self, capability: str, template: RouteTemplate) -> None:
+        node = self._root
+        for seg in template.segments:
+            kind = _kind(seg)
+            if kind == "rest":
+                node.rest[template.method] = (capability, template, seg[1:-len(":path}")])
+                return
+            if kind == "param":
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+            else:
+                node = node.literals.setdefault(seg, _Node())
+        node.ends.setdefault(template.method, (capability, template))
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        segs = path[1:].split("/") if path != "/" else []
+        found = self._walk(self._root, segs, 0, method, [])
+        if found is None:
+            return None
+        capability, template, values = found
+        params: dict[str, str] = {}
+        vi = 0
+        for seg in template.segments:
+            kind = _kind(seg)
+            if kind == "param":
+                params[seg[1:-1]] = values[vi]
+                vi += 1
+            elif kind == "rest":
+                params[seg[1:-len(":path}")]] = values[vi]
+        return RouteMatch(capability, template, params)
+
+    def _walk(
+        self, node: _Node, segs: list[str], i: int, method: str, values: list[str]
+    ) -> tuple[str, RouteTemplate, list[str]] | None:
+        if i == len(segs):
+            hit = node.ends.get(method) or node.ends.get("*")
+            if hit is None and method == "HEAD":
+                hit = node.ends.get("GET")
+            return (hit[0], hit[1], values) if hit else None
+        seg = segs[i]
+        child = node.literals.get(seg)
+        if child is not None:
+            found = self._walk(child, segs, i + 1, method, values)
+            if found:
+                return found
+        if node.param is not None and seg != "":
+            found = self._walk(node.param, segs, i + 1, method, [*values, seg])
+            if found:
+                return found
+        if node.rest:
+            hit = node.rest.get(method) or node.rest.get("*")
+            if hit is None and method == "HEAD":
+                hit = node.rest.get("GET")
+            if hit is not None:
+                return hit[0], hit[1], [*values, "/".join(segs[i:])]
+        return None
