@@ -5,13 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 
-
-class Model(BaseModel):
-    """Base for configuration models: immutable, unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from strangler.model import ConfigModel as Model
 
 
 def parse_listen(value: str) -> tuple[str, int]:

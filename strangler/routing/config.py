@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, field_validator, model_validator
 
-from strangler.gateway.config import Model
+from strangler.model import ConfigModel as Model
 from strangler.routing.modes import Mode
 from strangler.routing.routes import parse_route
 from strangler.shadow.config import CompareConfig, ShadowConfig

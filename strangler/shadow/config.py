@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ByteSize, Field
 
-from strangler.gateway.config import Model
+from strangler.model import ConfigModel as Model
 
 
 class ShadowConfig(Model):
