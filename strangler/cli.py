@@ -45,6 +45,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from strangler.store import upgrade_schema
+
+    upgrade_schema(config.store)
+    print(f"ok: the store at {config.store.split('@')[-1]} is at the newest schema")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from strangler.demo.runner import run_demo
 
@@ -67,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override 'listen' (HOST:PORT)")
     p.set_defaults(func=cmd_serve)
 
+    from strangler.routing.cli import add_parser as add_flags_parser
+
+    add_flags_parser(sub)
+
+    p = sub.add_parser("db", help="the store's schema")
+    p.add_argument("action", choices=["upgrade"])
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_db)
+
     p = sub.add_parser("demo", help="the whole thing on embedded defaults, no external services")
     p.add_argument("--serve", action="store_true", help="keep everything running and print the URLs")
     p.set_defaults(func=cmd_demo)
@@ -77,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -33,6 +33,7 @@ from strangler.gateway.upstream import (
     UpstreamResponse,
 )
 from strangler.routing.router import FlagSource, Router, StaticFlags
+from strangler.routing.sticky import request_key
 
 if TYPE_CHECKING:
     from strangler.config import StranglerConfig
@@ -40,6 +41,14 @@ if TYPE_CHECKING:
 Scope = dict[str, Any]
 access_log = logging.getLogger("strangler.access")
 log = logging.getLogger("strangler.gateway")
+
+
+class Lifecycle(Protocol):
+    """Something that runs beside the proxy in its process (e.g. the flag refresher)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ClientDisconnected(Exception):
@@ -89,8 +98,10 @@ class ProxyApp:
         flags: FlagSource | None = None,
         registry: CollectorRegistry | None = None,
         clients: Mapping[str, UpstreamClient] | None = None,
+        lifecycle: Sequence[Lifecycle] = (),
     ) -> None:
         self.config = config
+        self.lifecycle = list(lifecycle)
         self.router = Router(config.capabilities, flags or StaticFlags(config.capabilities), config.default_upstream)
         self.clients: dict[str, UpstreamClient] = dict(clients) if clients is not None else {
             name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
@@ -121,8 +132,12 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for part in self.lifecycle:
+                    await part.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for part in reversed(self.lifecycle):
+                    await part.stop()
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -146,7 +161,9 @@ class ProxyApp:
         if self._reject_semicolons and ";" in path:
             return await self._reject(send, 400, "';' is not allowed in paths here", "path")
         method = scope["method"]
-        route = self.router.route(method, path)
+        route = self.router.route(
+            method, path, lambda spec, params: request_key(spec, params, headers, scope.get("query_string") or b"")
+        )
         if route is None:
             return await self._reject(send, 503, "no upstream is configured for this route", "no_upstream")
         upstream = route.decision.primary

@@ -76,9 +76,9 @@ def _worker_main(config: StranglerConfig, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM drains
     from prometheus_client import CollectorRegistry
 
-    from strangler.gateway.proxy import ProxyApp
+    from strangler.app import build_proxy
 
-    app = ProxyApp(config, registry=CollectorRegistry())
+    app = build_proxy(config, CollectorRegistry())
     server = uvicorn.Server(uvicorn_config(app, config))
     server.run(sockets=[sock])
 
@@ -95,9 +95,13 @@ def _enable_multiprocess_metrics() -> str:
 def run(config: StranglerConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     metrics_dir = _enable_multiprocess_metrics()
+    from strangler.app import SchemaUpgrader
+
+    upgrader = SchemaUpgrader(config.store)
+    upgrader.try_upgrade()  # before forking: workers find the schema in place
     sock = bind_socket(config.listen)
     context = multiprocessing.get_context("fork")
-    supervisor = Supervisor(config, sock, context)
+    supervisor = Supervisor(config, sock, context, upgrader)
     try:
         supervisor.start_workers()
         return asyncio.run(supervisor.serve_admin())
@@ -108,8 +112,9 @@ def run(config: StranglerConfig) -> int:
 
 
 class Supervisor:
-    def __init__(self, config: StranglerConfig, sock: socket.socket, context: Any) -> None:
+    def __init__(self, config: StranglerConfig, sock: socket.socket, context: Any, upgrader: Any) -> None:
         self.config = config
+        self.upgrader = upgrader
         self.sock = sock
         self.context = context
         self.workers: list[BaseProcess] = []
@@ -133,6 +138,8 @@ class Supervisor:
         from prometheus_client import multiprocess
 
         while not stop.is_set():
+            if not self.upgrader.done:
+                await asyncio.to_thread(self.upgrader.try_upgrade)
             for i, worker in enumerate(self.workers):
                 if not worker.is_alive() and not self.draining:
                     log.warning("worker %s exited with %s; starting a new one", worker.pid, worker.exitcode)
@@ -143,15 +150,21 @@ class Supervisor:
                 await asyncio.wait_for(stop.wait(), 0.5)
 
     async def serve_admin(self) -> int:
-        from strangler.gateway.admin import build_admin_app, multiprocess_metrics
+        from prometheus_client import CollectorRegistry
+
+        from strangler.app import build_admin
+        from strangler.gateway.admin import multiprocess_metrics
 
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        app = build_admin_app(
-            tokens=self.config.admin.tokens, metrics=multiprocess_metrics(), readiness=self.readiness
+        parts = build_admin(
+            self.config, metrics=multiprocess_metrics(), workers_ready=self.readiness, registry=CollectorRegistry()
         )
+        for part in parts.lifecycle:
+            await part.start()
+        app = parts.app
         host, port = parse_listen(self.config.admin.listen)
         admin = _QuietServer(
             uvicorn.Config(app, host=host, port=port, lifespan="off", log_level="warning", access_log=False)
@@ -165,6 +178,8 @@ class Supervisor:
         await loop.run_in_executor(None, self.stop_workers, self.config.limits.drain_timeout + 5)
         admin.should_exit = True
         await asyncio.gather(admin_task, watch_task, return_exceptions=True)
+        for part in reversed(parts.lifecycle):
+            await part.stop()
         return 0
 
     def stop_workers(self, grace: float) -> None:

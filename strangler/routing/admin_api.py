@@ -1,0 +1,109 @@
+"""Admin endpoints for flags: `GET /flags`, `PUT /flags/{capability}`, `GET /flags/{capability}/history`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from strangler.routing.errors import GateRefused, InvalidChange, UnknownCapability, VersionConflict
+from strangler.routing.modes import Mode
+from strangler.routing.refresh import FlagCache, FlagRefresher
+from strangler.routing.service import FlagService
+from strangler.store import StoreUnavailable
+
+
+class FlagChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Mode
+    percent: float | None = Field(None, ge=0, le=100)
+    reason: str = Field(min_length=1, max_length=2000)
+    expected_version: int | None = Field(None, ge=0)
+    force: bool = False
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher | None = None) -> list[Route]:
+    async def list_flags(request: Request) -> Response:
+        try:
+            stored = await run_in_threadpool(service.store.load)
+        except StoreUnavailable as exc:
+            return problem(503, "Service Unavailable", f"the flag store is unreachable: {exc}")
+        items = []
+        for name, cap in service.capabilities.items():
+            flag = stored.get(name)
+            if flag is not None:
+                items.append(flag.as_dict())
+            else:
+                items.append({"capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0,
+                              "updated_at": None, "updated_by": None, "reason": "initial mode from configuration"})
+        return JSONResponse({"flags": items, **cache.status(time.monotonic())})
+
+    async def put_flag(request: Request) -> Response:
+        capability = request.path_params["capability"]
+        if capability not in service.capabilities:
+            return problem(404, "Not Found", f"unknown capability {capability!r}")
+        try:
+            body = FlagChangeRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                      for e in exc.errors(include_url=False)]
+            return problem(422, "Unprocessable Content", "invalid flag change", errors=errors)
+        actor = request.scope.get("state", {}).get("admin_token_name", "unknown")
+        try:
+            flag = await run_in_threadpool(
+                service.change,
+                capability,
+                mode=body.mode,
+                percent=body.percent,
+                reason=body.reason,
+                actor=actor,
+                expected_version=body.expected_version,
+                force=body.force,
+            )
+        except UnknownCapability as exc:
+            return problem(404, "Not Found", str(exc))
+        except InvalidChange as exc:
+            return problem(422, "Unprocessable Content", str(exc),
+                           errors=[{"field": exc.field, "message": exc.message}])
+        except VersionConflict as exc:
+            return problem(409, "Conflict", f"expected_version is stale: {exc}", current=exc.current.as_dict())
+        except GateRefused as exc:
+            return problem(412, "Precondition Failed", exc.decision.explanation, evidence=exc.decision.as_dict())
+        except StoreUnavailable as exc:
+            return problem(503, "Service Unavailable", f"the flag store is unreachable; no change made: {exc}")
+        if refresher is not None:
+            refresher.wake()
+        return JSONResponse(flag.as_dict())
+
+    async def history(request: Request) -> Response:
+        capability = request.path_params["capability"]
+        if capability not in service.capabilities:
+            return problem(404, "Not Found", f"unknown capability {capability!r}")
+        try:
+            limit = max(1, min(1000, int(request.query_params.get("limit", "100"))))
+        except ValueError:
+            return problem(422, "Unprocessable Content", "limit must be an integer")
+        try:
+            entries = await run_in_threadpool(service.store.history, capability, limit)
+        except StoreUnavailable as exc:
+            return problem(503, "Service Unavailable", f"the flag store is unreachable: {exc}")
+        return JSONResponse({"capability": capability, "history": [e.as_dict() for e in entries]})
+
+    return [
+        Route("/flags", list_flags, methods=["GET"]),
+        Route("/flags/{capability}", put_flag, methods=["PUT"]),
+        Route("/flags/{capability}/history", history, methods=["GET"]),
+    ]

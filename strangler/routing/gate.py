@@ -1,0 +1,93 @@
+"""Gates: moving a capability forward needs evidence; moving it back never waits.
+
+`GateEvidence` is the port through which the shadow package's comparison counts arrive; `judge_change`
+is the pure rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from strangler.routing.config import GateConfig
+from strangler.routing.modes import Mode, RoutingFlag
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Comparisons of a capability over its recent window, after noise removal."""
+
+    samples: int
+    divergent: int
+
+    @property
+    def rate(self) -> float:
+        return self.divergent / self.samples if self.samples else 0.0
+
+
+class GateEvidence(Protocol):
+    def evidence(self, capability: str) -> Evidence:
+        """Recent comparison counts of `capability`; may do I/O (called off the event loop)."""
+        ...
+
+
+class NoEvidence:
+    """Used until comparisons are stored: no samples, so no forward move passes its gate."""
+
+    def evidence(self, capability: str) -> Evidence:
+        return Evidence(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    allowed: bool
+    forward: bool
+    forced: bool
+    samples: int
+    divergent: int
+    rate: float
+    min_samples: int
+    max_divergence_rate: float
+    explanation: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_forward(current: RoutingFlag, mode: Mode, percent: float) -> bool:
+    """Forward along legacy -> shadow -> canary -> new -> new-only; a larger canary share is forward too."""
+    if mode.rank != current.mode.rank:
+        return mode.rank > current.mode.rank
+    return mode is Mode.CANARY and percent > current.percent
+
+
+def judge_change(
+    current: RoutingFlag, mode: Mode, percent: float, gate: GateConfig, evidence: Evidence, force: bool
+) -> GateDecision:
+    forward = is_forward(current, mode, percent)
+    met = evidence.samples >= gate.min_samples and evidence.rate <= gate.max_divergence_rate
+    if not forward:
+        explanation = "moving back (or staying) is always allowed"
+    elif met:
+        explanation = (
+            f"gate met: {evidence.samples} samples >= {gate.min_samples}, "
+            f"divergence rate {evidence.rate:.4f} <= {gate.max_divergence_rate}"
+        )
+    else:
+        why = []
+        if evidence.samples < gate.min_samples:
+            why.append(f"{evidence.samples} samples < {gate.min_samples} required")
+        if evidence.rate > gate.max_divergence_rate:
+            why.append(f"divergence rate {evidence.rate:.4f} > {gate.max_divergence_rate}")
+        explanation = "gate not met: " + "; ".join(why) + (" (forced)" if force else "")
+    return GateDecision(
+        allowed=not forward or met or force,
+        forward=forward,
+        forced=forward and not met and force,
+        samples=evidence.samples,
+        divergent=evidence.divergent,
+        rate=evidence.rate,
+        min_samples=gate.min_samples,
+        max_divergence_rate=gate.max_divergence_rate,
+        explanation=explanation,
+    )

@@ -1,0 +1,7 @@
+"""The SQL store shared by the packages (flags, audit, divergences): engines and schema migrations."""
+
+from __future__ import annotations
+
+from strangler.store.engine import StoreUnavailable, create_store_engine, upgrade_schema
+
+__all__ = ["StoreUnavailable", "create_store_engine", "upgrade_schema"]

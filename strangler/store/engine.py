@@ -1,0 +1,67 @@
+"""SQLAlchemy engines for the store (SQLite by default, PostgreSQL in production) and Alembic upgrades."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from strangler.errors import StranglerError
+
+
+class StoreUnavailable(StranglerError):
+    """The store cannot be reached or answered with an error; callers keep their last known state."""
+
+
+def create_store_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for the store: SQLite in WAL mode with immediate write transactions."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        _sqlite_immediate_transactions(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("connect_args", {"connect_timeout": 3})
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_immediate_transactions(engine: Engine) -> None:
+    # pysqlite's own BEGIN handling defers locks, so two writers can deadlock on upgrade; take the write
+    # lock at BEGIN instead (the SQLAlchemy-documented recipe).
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade_schema(url: str) -> None:
+    """Bring the store's schema to the newest version (Alembic `upgrade head`)."""
+    import logging
+
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    config = Config()
+    config.set_main_option("script_location", str(files("strangler.store") / "migrations"))
+    engine = create_store_engine(url, poolclass=NullPool) if make_url(url).get_backend_name() != "sqlite" else (
+        create_store_engine(url)
+    )
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
