@@ -42,7 +42,8 @@ def decide(legacy: str, new: str | None, flag: RoutingFlag, bucket: int | None) 
 
     `bucket` is the request's sticky bucket in 0..9999 (None when the request has no key and must go
     to legacy). Canary sends a bucket to new when bucket < percent * 100, so raising percent only ever
-    moves keys from legacy to new.
+    moves keys from legacy to new. The threshold is rounded, not truncated: 0.29 * 100 is 28.999...
+    in floating point and must still give 29 buckets.
     """
     mode = flag.mode
     if new is None or mode is Mode.LEGACY:
@@ -50,7 +51,7 @@ def decide(legacy: str, new: str | None, flag: RoutingFlag, bucket: int | None) 
     if mode is Mode.SHADOW:
         return RoutingDecision(legacy, new, "legacy")
     if mode is Mode.CANARY:
-        if bucket is not None and bucket < int(flag.percent * 100):
+        if bucket is not None and bucket < round(flag.percent * 100):
             return RoutingDecision(new, legacy, "new")
         return RoutingDecision(legacy, new, "legacy")
     if mode is Mode.NEW:

@@ -1,7 +1,9 @@
 """Route templates (`METHOD /path/{param}/{rest:path}`) compiled once into a segment trie.
 
 Matching walks the trie: a literal segment beats a parameter, a parameter beats a `{rest:path}` tail.
-Paths given to `RouteTable.match` must already be normalised (see `strangler.gateway.paths`).
+Paths given to `RouteTable.match` must already be normalised (see `strangler.gateway.paths`); literal
+segments of a template are normalised the same way, so that `%7e` in a template matches `~` in a path.
+A path is the segments after its leading `/`: `/` is one empty segment, like the tail of `/a/`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from dataclasses import dataclass, field
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "*"})
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
-_LITERAL = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]+$")
+_LITERAL = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%]+")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 class RouteTemplateError(ValueError):
@@ -42,7 +47,7 @@ def parse_route(text: str) -> RouteTemplate:
         raise RouteTemplateError(f"unknown method {method!r}; expected one of {', '.join(sorted(METHODS))}")
     if not pattern.startswith("/"):
         raise RouteTemplateError(f"path must start with '/', got {pattern!r}")
-    raw = pattern[1:].split("/") if pattern != "/" else []
+    raw = pattern[1:].split("/")
     segments: list[str] = []
     names: set[str] = set()
     for i, seg in enumerate(raw):
@@ -57,11 +62,30 @@ def parse_route(text: str) -> RouteTemplate:
             segments.append(seg)
         elif seg == "" and i == len(raw) - 1:
             segments.append("")  # trailing slash is significant
-        elif seg in ("", ".", "..") or not _LITERAL.match(seg):
+        elif seg in ("", ".", "..") or not _LITERAL.fullmatch(seg):
             raise RouteTemplateError(f"invalid path segment {seg!r} in {pattern!r}")
         else:
-            segments.append(seg)
+            segments.append(_normal_literal(seg, pattern))
     return RouteTemplate(method=method, pattern=pattern, segments=tuple(segments))
+
+
+def _normal_literal(seg: str, pattern: str) -> str:
+    """The segment as path normalisation leaves it in a request: unreserved escapes decoded, others upper-cased."""
+    if "%" not in seg:
+        return seg
+    if _BAD_ESCAPE.search(seg):
+        raise RouteTemplateError(f"invalid percent escape in segment {seg!r} of {pattern!r}")
+
+    def normal_escape(m: re.Match[str]) -> str:
+        value = int(m.group(1), 16)
+        if value in (0x2F, 0x5C) or value < 0x20 or value == 0x7F:
+            raise RouteTemplateError(f"segment {seg!r} of {pattern!r} encodes '/', '\\' or a control character")
+        return chr(value) if chr(value) in _UNRESERVED else "%" + m.group(1).upper()
+
+    normal = _ESCAPE.sub(normal_escape, seg)
+    if normal in (".", ".."):
+        raise RouteTemplateError(f"invalid path segment {seg!r} in {pattern!r}: it is a dot segment")
+    return normal
 
 
 def _kind(seg: str) -> str:
@@ -103,10 +127,9 @@ class RouteMatch:
 class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
     param: _Node | None = None
-    param_names: list[str] = field(default_factory=list)
-    # method -> (capability, template, param name of a {rest:path} tail or None)
+    # method -> (capability, template) of the templates ending here / ending here in a {rest:path} tail
     ends: dict[str, tuple[str, RouteTemplate]] = field(default_factory=dict)
-    rest: dict[str, tuple[str, RouteTemplate, str]] = field(default_factory=dict)
+    rest: dict[str, tuple[str, RouteTemplate]] = field(default_factory=dict)
 
 
 class RouteTable:
@@ -122,7 +145,7 @@ class RouteTable:
         for seg in template.segments:
             kind = _kind(seg)
             if kind == "rest":
-                node.rest[template.method] = (capability, template, seg[1:-len(":path}")])
+                node.rest.setdefault(template.method, (capability, template))  # the first template wins
                 return
             if kind == "param":
                 if node.param is None:
@@ -133,7 +156,7 @@ class RouteTable:
         node.ends.setdefault(template.method, (capability, template))
 
     def match(self, method: str, path: str) -> RouteMatch | None:
-        segs = path[1:].split("/") if path != "/" else []
+        segs = path[1:].split("/")
         found = self._walk(self._root, segs, 0, method, [])
         if found is None:
             return None
