@@ -12,7 +12,7 @@ import re
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 _ALLOWED_RAW = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/%")
-_SIMPLE = re.compile(rb"^(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@]+(?:\.[A-Za-z0-9\-_~!$&'()*+,;=:@]+)*)*/?$")
+_SIMPLE = re.compile(rb"(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@]+(?:\.[A-Za-z0-9\-_~!$&'()*+,;=:@]+)*)*/?")
 
 
 class PathRejected(ValueError):
@@ -22,7 +22,8 @@ class PathRejected(ValueError):
 def normalize_path(raw: bytes) -> str:
     """Return the normalised path for `raw` (the request target without its query), or raise PathRejected."""
     # Fast path: the common path (no escapes, no dot segments, no empty segments) is already normal.
-    if _SIMPLE.match(raw) and raw:
+    # fullmatch, not match: `$` would also match before a final b"\n" and let it through.
+    if raw and _SIMPLE.fullmatch(raw):
         return raw.decode("ascii")
     if not raw.startswith(b"/"):
         raise PathRejected("the request target must be an absolute path")
