@@ -28,7 +28,7 @@ FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 CORRELATION = b"x-correlation-id"
 # Headers a client may not nominate in `Connection`: doing so would let it strip what the proxy adds.
 PROTECTED = FORWARDING | {b"host", CORRELATION, b"content-length"}
-_CORRELATION_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_CORRELATION_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: `$` would accept a final b"\n"
 
 
 class HeaderRejected(ValueError):
@@ -85,19 +85,21 @@ def prepare_request_headers(
     """Headers to send upstream, or HeaderRejected.
 
     Strips hop-by-hop and `Connection`-nominated headers, replaces forwarding headers (kept and appended
-    only when the peer is a trusted proxy), keeps or generates the correlation id.
+    only when the peer is a trusted proxy), keeps or generates the correlation id. Rejects what could
+    make the upstream read a different request than the gateway did: a repeated `Host`, a repeated or
+    invalid `Content-Length`, or `Content-Length` together with `Transfer-Encoding` (RFC 9112 6.3).
     """
     nominated = connection_nominated(headers)
     forbidden = nominated & PROTECTED
     if forbidden:
         raise HeaderRejected(f"Connection may not name {b', '.join(sorted(forbidden)).decode('latin-1')}")
     out: list[tuple[str, str]] = []
-    host = b""
+    host: bytes | None = None
     correlation = b""
-    prior_for: list[bytes] = []
-    prior_proto = b""
-    prior_host = b""
-    prior_forwarded: list[bytes] = []
+    prior_for: list[str] = []
+    prior_proto = ""
+    prior_host = ""
+    prior_forwarded: list[str] = []
     content_length: int | None = None
     chunked = False
     for name, value in headers:
@@ -108,20 +110,22 @@ def prepare_request_headers(
         if name in FORWARDING:
             if trusted:
                 if name == b"x-forwarded-for":
-                    prior_for.append(value)
+                    prior_for.append(_text(name, value))
                 elif name == b"x-forwarded-proto":
-                    prior_proto = value
+                    prior_proto = _text(name, value)
                 elif name == b"x-forwarded-host":
-                    prior_host = value
+                    prior_host = _text(name, value)
                 elif name == b"forwarded":
-                    prior_forwarded.append(value)
+                    prior_forwarded.append(_text(name, value))
             continue
         if name == b"host":
+            if host is not None:
+                raise HeaderRejected("repeated Host")
             host = value
             if not preserve_host:
                 continue
         elif name == CORRELATION:
-            if not correlation and _CORRELATION_ID.match(value):
+            if not correlation and _CORRELATION_ID.fullmatch(value):
                 correlation = value
             continue
         elif name == b"content-length":
@@ -130,21 +134,26 @@ def prepare_request_headers(
             content_length = int(value)
         elif name == b"expect":
             continue  # the proxy answers 100-continue itself; the upstream gets the body as it comes
-        try:
-            out.append((name.decode("ascii"), value.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise HeaderRejected(f"header {name.decode('latin-1')!r} has a value that is not UTF-8") from None
+        out.append((_text(name, name), _text(name, value)))
+    if chunked and content_length is not None:
+        raise HeaderRejected("Content-Length together with Transfer-Encoding")
     correlation_id = correlation.decode("ascii") if correlation else str(uuid.uuid4())
     client = peer or "unknown"
-    forwarded_for = b", ".join([*prior_for, client.encode()]) if prior_for else client.encode()
-    out.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
-    out.append(("x-forwarded-proto", (prior_proto or scheme.encode()).decode("latin-1")))
+    out.append(("x-forwarded-for", ", ".join([*prior_for, client])))
+    out.append(("x-forwarded-proto", prior_proto or scheme))
     if prior_host or host:
-        out.append(("x-forwarded-host", (prior_host or host).decode("latin-1")))
-    for value in prior_forwarded:
-        out.append(("forwarded", value.decode("latin-1")))
+        out.append(("x-forwarded-host", prior_host or _text(b"host", host or b"")))
+    for text in prior_forwarded:
+        out.append(("forwarded", text))
     out.append(("x-correlation-id", correlation_id))
-    return PreparedRequestHeaders(out, host, correlation_id, content_length, chunked)
+    return PreparedRequestHeaders(out, host or b"", correlation_id, content_length, chunked)
+
+
+def _text(name: bytes, value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HeaderRejected(f"header {name.decode('latin-1')!r} has a value that is not UTF-8") from None
 
 
 def filter_response_headers(raw: Sequence[tuple[bytes, bytes]], correlation_id: bytes) -> list[tuple[bytes, bytes]]:
