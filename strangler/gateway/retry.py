@@ -8,11 +8,13 @@ upstream fails everything.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState
 
 from strangler.gateway.errors import ConnectFailed, UpstreamUnavailable
 
@@ -21,21 +23,32 @@ T = TypeVar("T")
 
 
 class RetryBudget:
-    """Token bucket: each request deposits `ratio` tokens, each retry takes one; `floor` per second extra."""
+    """Token bucket: each request deposits `ratio` tokens, each retry takes one; `floor` per second extra.
 
-    def __init__(self, ratio: float, floor_per_second: float = 3.0, capacity: float = 50.0) -> None:
+    It starts full (`capacity` tokens), so a burst of failures right after start-up can still be retried;
+    under sustained failure retries settle at about `ratio` of requests plus `floor_per_second`.
+    """
+
+    def __init__(
+        self,
+        ratio: float,
+        floor_per_second: float = 3.0,
+        capacity: float = 50.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ratio = ratio
-        self._floor = floor_per_second
+        self._floor = floor_per_second if ratio > 0 else 0.0
         self._capacity = capacity
+        self._clock = clock
         self._tokens = capacity if ratio > 0 else 0.0
-        self._last = time.monotonic()
+        self._last = clock()
 
     def deposit(self) -> None:
         self._tokens = min(self._capacity, self._tokens + self._ratio)
 
     def withdraw(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._floor * (self._ratio > 0))
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + max(0.0, now - self._last) * self._floor)
         self._last = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
@@ -51,6 +64,12 @@ def is_retryable(exc: BaseException, method: str, body_started: bool) -> bool:
     return isinstance(exc, UpstreamUnavailable) and method in IDEMPOTENT
 
 
+def exponential_backoff(retry: int) -> float:
+    """Seconds to wait before retry number `retry` (1, 2, ...): 10 ms doubling up to 200 ms, half of it jitter."""
+    ceiling = min(0.2, 0.01 * 2.0 ** (retry - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
 async def call_with_retries(
     attempt: Callable[[], Awaitable[T]],
     first_error: BaseException,
@@ -60,8 +79,13 @@ async def call_with_retries(
     attempts: int,
     budget: RetryBudget,
     on_retry: Callable[[], None] = lambda: None,
+    backoff: Callable[[int], float] = exponential_backoff,
 ) -> T:
-    """Retry `attempt` after `first_error` while it is safe and the budget allows; re-raise otherwise."""
+    """Retry `attempt` after `first_error` while it is safe and the budget allows; re-raise the last error.
+
+    `attempts` counts every call, the one that raised `first_error` included: `attempts=3` means at most
+    two retries. A budget token is taken and `on_retry` called only for a retry that is then made.
+    """
 
     def allowed(exc: BaseException) -> bool:
         if not is_retryable(exc, method, body_started()) or not budget.withdraw():
@@ -69,14 +93,18 @@ async def call_with_retries(
         on_retry()
         return True
 
-    if attempts < 1 or not allowed(first_error):
+    if attempts < 2 or not allowed(first_error):
         raise first_error
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(allowed),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.01, max=0.2),
-        reraise=True,
-    )
+
+    def retry(state: RetryCallState) -> bool:
+        # attempt_number counts the calls made here; the one that raised first_error came before them
+        if state.outcome is None or not state.outcome.failed or state.attempt_number + 1 >= attempts:
+            return False
+        error = state.outcome.exception()
+        return error is not None and allowed(error)
+
+    await asyncio.sleep(backoff(1))
+    retrying = AsyncRetrying(retry=retry, wait=lambda state: backoff(state.attempt_number + 1), reraise=True)
     async for state in retrying:
         with state:
             return await attempt()
