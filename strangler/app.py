@@ -1,11 +1,14 @@
 """The composition root: builds each process's objects from the configuration and wires the ports.
 
-A proxy worker gets the proxy with its flag cache and refresher; the supervisor gets the admin API with
-the flag service. Nothing else constructs adapters.
+A proxy worker gets the proxy with its flag cache and refresher, the upstream clients shared with the
+shadow mirror, and the batched divergence writer. The supervisor gets the admin API: the flag service
+gated by shadow evidence, the reports, and the retention pass. Nothing else constructs adapters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -14,18 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import Engine
 
 from strangler.config import StranglerConfig
 from strangler.gateway.admin import build_admin_app
 from strangler.gateway.proxy import ProxyApp
+from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
 from strangler.routing.admin_api import flag_routes
-from strangler.routing.gate import GateEvidence, NoEvidence
 from strangler.routing.metrics import FlagMetrics
 from strangler.routing.refresh import FlagCache, FlagRefresher
 from strangler.routing.router import initial_flags
 from strangler.routing.service import FlagService
 from strangler.routing.store import SqlFlagStore
-from strangler.store import create_store_engine, upgrade_schema
+from strangler.shadow.admin_api import shadow_routes
+from strangler.shadow.evidence import ShadowEvidence
+from strangler.shadow.metrics import ShadowMetrics
+from strangler.shadow.mirror import Shadow
+from strangler.shadow.store import SqlDivergenceStore
+from strangler.shadow.writer import BatchWriter
+from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
 
 log = logging.getLogger("strangler.app")
 
@@ -34,9 +44,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def build_flags(config: StranglerConfig, registry: CollectorRegistry) -> tuple[SqlFlagStore, FlagCache, FlagRefresher]:
+def build_flags(
+    config: StranglerConfig, engine: Engine, registry: CollectorRegistry
+) -> tuple[SqlFlagStore, FlagCache, FlagRefresher]:
     initial = initial_flags(config.capabilities)
-    store = SqlFlagStore(create_store_engine(config.store), initial, utcnow)
+    store = SqlFlagStore(engine, initial, utcnow)
     cache = FlagCache(initial)
     refresher = FlagRefresher(
         store, cache, config.flags.refresh_interval, store_url=config.store, metrics=FlagMetrics(registry)
@@ -45,9 +57,17 @@ def build_flags(config: StranglerConfig, registry: CollectorRegistry) -> tuple[S
 
 
 def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyApp:
-    """A proxy worker: routes by the flag store's flags, refreshed in the background."""
-    _, cache, refresher = build_flags(config, registry)
-    return ProxyApp(config, flags=cache, registry=registry, lifecycle=[refresher])
+    """A proxy worker: routes by the store's flags and mirrors to the side that does not serve."""
+    engine = create_store_engine(config.store)
+    _, cache, refresher = build_flags(config, engine, registry)
+    clients: dict[str, UpstreamClient] = {
+        name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
+    }
+    shadow_metrics = ShadowMetrics(registry)
+    writer = BatchWriter(SqlDivergenceStore(engine))
+    shadow = Shadow(config.capabilities, clients, writer.submit, shadow_metrics)
+    return ProxyApp(config, flags=cache, registry=registry, clients=clients, lifecycle=[refresher, writer],
+                    shadow=shadow)
 
 
 class SchemaUpgrader:
@@ -72,6 +92,36 @@ class SchemaUpgrader:
         return True
 
 
+class RetentionPass:
+    """Deletes comparisons and divergences past their retention, every `prune_interval` seconds."""
+
+    def __init__(self, store: SqlDivergenceStore, config: StranglerConfig) -> None:
+        self.store = store
+        self.settings = config.divergence_store
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.prune_interval)
+            cutoff = utcnow() - dt.timedelta(days=self.settings.retention_days)
+            try:
+                deleted = await asyncio.to_thread(self.store.prune, cutoff, self.settings.max_rows)
+            except StoreUnavailable as exc:
+                log.warning("retention pass skipped: %s", exc)
+                continue
+            if deleted:
+                log.info("retention pass deleted %d rows", deleted)
+
+
 @dataclass
 class AdminParts:
     app: Any
@@ -84,10 +134,12 @@ def build_admin(
     metrics: Callable[[], bytes],
     workers_ready: Callable[[], tuple[bool, dict[str, Any]]],
     registry: CollectorRegistry,
-    evidence: GateEvidence | None = None,
 ) -> AdminParts:
-    store, cache, refresher = build_flags(config, registry)
-    service = FlagService(config.capabilities, store, evidence or NoEvidence())
+    engine = create_store_engine(config.store)
+    store, cache, refresher = build_flags(config, engine, registry)
+    divergences = SqlDivergenceStore(engine)
+    evidence = ShadowEvidence(divergences, config.capabilities, utcnow)
+    service = FlagService(config.capabilities, store, evidence)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         ready, detail = workers_ready()
@@ -98,6 +150,6 @@ def build_admin(
         tokens=config.admin.tokens,
         metrics=metrics,
         readiness=readiness,
-        routes=flag_routes(service, cache, refresher),
+        routes=[*flag_routes(service, cache, refresher), *shadow_routes(evidence)],
     )
-    return AdminParts(app=app, lifecycle=[refresher])
+    return AdminParts(app=app, lifecycle=[refresher, RetentionPass(divergences, config)])

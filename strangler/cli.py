@@ -45,6 +45,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(config)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if args.capability is not None and args.capability not in config.capabilities:
+        print(f"error: unknown capability {args.capability!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import json
+
+    from strangler.app import utcnow
+    from strangler.shadow.evidence import ShadowEvidence
+    from strangler.shadow.report import build_report, render_html, render_table
+    from strangler.shadow.store import SqlDivergenceStore
+    from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
+
+    try:
+        upgrade_schema(config.store)
+        evidence = ShadowEvidence(SqlDivergenceStore(create_store_engine(config.store)), config.capabilities, utcnow)
+        report = build_report(evidence, [args.capability] if args.capability else None)
+    except (StoreUnavailable, OSError) as exc:
+        print(f"error: cannot read the store: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "table" and not args.output:
+        render_table(report)
+        return EXIT_OK
+    text = render_html(report) if args.format == "html" else json.dumps(report, indent=2, default=str)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return EXIT_OK
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     config = _load(args.config)
     from strangler.store import upgrade_schema
@@ -79,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     from strangler.routing.cli import add_parser as add_flags_parser
 
     add_flags_parser(sub)
+
+    p = sub.add_parser("report", help="the divergence report, read from the store")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument("--capability", help="one capability (default: all)")
+    p.add_argument("--format", choices=["table", "json", "html"], default="table")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("db", help="the store's schema")
     p.add_argument("action", choices=["upgrade"])

@@ -7,27 +7,35 @@ file, the key path and the line.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from strangler.errors import ConfigError
 from strangler.gateway.config import GatewayConfigMixin
 from strangler.routing.config import CapabilityConfig, FlagsConfig
 from strangler.routing.routes import parse_route, templates_overlap
+from strangler.shadow.config import DivergenceStoreConfig
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# A configuration is small; these stop a hostile or broken file (an alias bomb, a deep nesting) early.
+_MAX_VALUES = 100_000
+_MAX_DEPTH = 64
 
 
 class StranglerConfig(GatewayConfigMixin):
     store: str = "sqlite:///strangler.db"
     flags: FlagsConfig = FlagsConfig()
     capabilities: dict[str, CapabilityConfig] = Field(default_factory=dict)
+    divergence_store: DivergenceStoreConfig = DivergenceStoreConfig()
 
     @model_validator(mode="after")
     def _references(self) -> StranglerConfig:
@@ -49,7 +57,8 @@ class StranglerConfig(GatewayConfigMixin):
             for i, text in enumerate(cap.routes):
                 template = parse_route(text)
                 for other_cap, other_i, other in seen:
-                    if templates_overlap(template, other):
+                    # within one capability an overlap is harmless: either template routes to it
+                    if other_cap != cap_name and templates_overlap(template, other):
                         raise _KeyProblem(
                             ("capabilities", cap_name, "routes", i),
                             f"route {text!r} overlaps {other.text!r} "
@@ -94,26 +103,32 @@ def load_config_text(text: str, source: str = "<config>", env: Mapping[str, str]
     env = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"not valid YAML: character #x{exc.character:04x} is not allowed"
+        raise ConfigError(source, [("", problem, line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [("", f"not valid YAML: {problem}", line)]) from None
+    except RecursionError:
+        raise ConfigError(source, [("", "not valid YAML here: nested too deeply", None)]) from None
     if node is None:
-        data: Any = {}
-        lines: dict[tuple[str | int, ...], int] = {}
-    else:
-        problems: list[tuple[str, str, int | None]] = []
-        lines = {}
-        data = _construct(node, (), lines, problems, env)
-        if problems:
-            raise ConfigError(source, problems)
+        raise ConfigError(source, [("", "the file is empty; expected a mapping of keys (see deploy/examples)", 1)])
+    builder = _Builder(env)
+    try:
+        data = builder.construct(node, ())
+    except _TooLarge as exc:
+        raise ConfigError(source, [*builder.problems, (exc.path, exc.message, exc.line)]) from None
+    if builder.problems:
+        raise ConfigError(source, builder.problems)
     if not isinstance(data, dict):
-        raise ConfigError(source, [("", "expected a mapping of keys at the top level", 1)])
+        raise ConfigError(source, [("", "expected a mapping of keys at the top level", node.start_mark.line + 1)])
     try:
         return StranglerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc, lines)) from None
+        raise ConfigError(source, _problems(exc, builder.lines)) from None
 
 
 def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
@@ -133,15 +148,15 @@ def _problems(exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> 
             message = ctx_error.message
         else:
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            message = _message(err)
+            message = _message(err, loc)
         problems.append((format_path(loc), message, _line_for(loc, lines)))
     return problems
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, loc: tuple[str | int, ...]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling; unknown keys are not ignored)"
+        return _unknown_key(loc)
     if kind == "missing":
         return "required key is missing"
     msg = str(err["msg"])
@@ -152,59 +167,145 @@ def _message(err: Any) -> str:
     return msg
 
 
-def _construct(
-    node: yaml.Node,
-    loc: tuple[str | int, ...],
-    lines: dict[tuple[str | int, ...], int],
-    problems: list[tuple[str, str, int | None]],
-    env: Mapping[str, str],
-) -> Any:
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
+def _unknown_key(loc: tuple[str | int, ...]) -> str:
+    message = "unknown key (check the spelling; unknown keys are not ignored)"
+    model = _model_at(loc[:-1]) if loc else None
+    if model is None:
+        return message
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return f"unknown key; expected one of {', '.join(known)}"
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The configuration model that the mapping at `loc` is validated against, if there is one."""
+    current: Any = StranglerConfig
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) is list:
+            current = get_args(current)[0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+class _TooLarge(Exception):
+    def __init__(self, path: str, message: str, line: int) -> None:
+        self.path, self.message, self.line = path, message, line
+
+
+class _Builder:
+    """Turns a composed YAML node into plain data, recording each key path's line and every problem.
+
+    Like PyYAML's safe loader, with the checks a configuration needs: duplicate keys are errors, `${VAR}`
+    is interpolated in string values only (never in the YAML text, so a variable cannot change the
+    structure), merge keys (`<<: *anchor`) are applied, and recursive or exploding aliases are refused.
+    """
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        self.problems: list[tuple[str, str, int | None]] = []
+        self._values = 0
+        self._active: set[int] = set()  # the nodes being constructed: an alias back to one is a cycle
+
+    def construct(self, node: yaml.Node, loc: tuple[str | int, ...]) -> Any:
+        line = node.start_mark.line + 1
+        self._values += 1
+        if self._values > _MAX_VALUES:
+            raise _TooLarge(format_path(loc), f"more than {_MAX_VALUES} values (do aliases expand too much?)", line)
+        if len(loc) > _MAX_DEPTH:
+            raise _TooLarge(format_path(loc), f"nested more than {_MAX_DEPTH} levels deep", line)
+        if id(node) in self._active:
+            self.problems.append((format_path(loc), "an alias refers to a node that contains it", line))
+            return None
+        self.lines.setdefault(loc, line)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, loc)
+        self._active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.construct(item, (*loc, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, loc)
+        finally:
+            self._active.discard(id(node))
+
+    def _mapping(self, node: yaml.Node, loc: tuple[str | int, ...]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in reversed(sources):  # earlier sources win
+                    value = self.construct(source, loc)
+                    if not isinstance(value, dict):
+                        self.problems.append((format_path(loc), "'<<' merges only mappings", line))
+                        continue
+                    merged.update(value)
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
-                problems.append((format_path(loc), "keys must be plain strings", key_node.start_mark.line + 1))
+                self.problems.append((format_path(loc), "keys must be plain strings", line))
                 continue
             key = key_node.value
             if key in out:
-                problems.append(
-                    (format_path((*loc, key)), "duplicate key (the earlier value would be silently lost)",
-                     key_node.start_mark.line + 1)
+                self.problems.append(
+                    (format_path((*loc, key)), "duplicate key (the earlier value would be silently lost)", line)
                 )
                 continue
-            out[key] = _construct(value_node, (*loc, key), lines, problems, env)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*loc, i), lines, problems, env) for i, item in enumerate(node.value)]
-    value = _scalar(node)
-    if isinstance(value, str) and "${" in value:
-        return _interpolate(value, loc, node.start_mark.line + 1, problems, env)
-    return value
+            self.lines[(*loc, key)] = line  # errors about a key point at the key, not at its value
+            out[key] = self.construct(value_node, (*loc, key))
+        return {**merged, **out}
 
+    def _scalar(self, node: yaml.ScalarNode, loc: tuple[str | int, ...]) -> Any:
+        line = node.start_mark.line + 1
+        loader = yaml.SafeLoader("")
+        try:
+            value = loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.problems.append((format_path(loc), f"cannot read the value {node.value!r} ({node.tag}): {problem}",
+                                  line))
+            return None
+        finally:
+            loader.dispose()
+        if isinstance(value, str) and "${" in value:
+            return self._interpolate(value, loc, line)
+        return value
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+    def _interpolate(self, value: str, loc: tuple[str | int, ...], line: int) -> str:
+        def replace(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            current = self.env.get(name)
+            if current is not None and (current or default is None):
+                return current
+            if default is not None:  # as in the shell, `${VAR:-default}` also replaces an empty VAR
+                return default
+            self.problems.append((format_path(loc), f"environment variable {name} is not set", line))
+            return ""
 
-
-def _interpolate(
-    value: str,
-    loc: tuple[str | int, ...],
-    line: int,
-    problems: list[tuple[str, str, int | None]],
-    env: Mapping[str, str],
-) -> str:
-    def replace(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        problems.append((format_path(loc), f"environment variable {name} is not set", line))
-        return ""
-
-    return _ENV.sub(replace, value)
+        return _ENV.sub(replace, value)

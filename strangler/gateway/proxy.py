@@ -37,6 +37,7 @@ from strangler.routing.sticky import request_key
 
 if TYPE_CHECKING:
     from strangler.config import StranglerConfig
+    from strangler.shadow.mirror import Shadow, ShadowJob
 
 Scope = dict[str, Any]
 access_log = logging.getLogger("strangler.access")
@@ -58,9 +59,10 @@ class ClientDisconnected(Exception):
 class BodyStream:
     """The client's request body as an async iterator, counted against `limit`, read at most once."""
 
-    __slots__ = ("_receive", "_limit", "_seen", "_done", "started", "too_large", "disconnected")
+    __slots__ = ("_receive", "_limit", "_seen", "_done", "started", "too_large", "disconnected", "tap")
 
     def __init__(self, receive: Any, limit: int) -> None:
+        self.tap: Any = None  # called with every chunk (the shadow job's capture), when set
         self._receive = receive
         self._limit = limit
         self._seen = 0
@@ -86,6 +88,8 @@ class BodyStream:
                 self.too_large = True
                 raise BodyTooLarge(self._limit)
             if chunk:
+                if self.tap is not None:
+                    self.tap(chunk)
                 return chunk
         raise StopAsyncIteration
 
@@ -99,7 +103,9 @@ class ProxyApp:
         registry: CollectorRegistry | None = None,
         clients: Mapping[str, UpstreamClient] | None = None,
         lifecycle: Sequence[Lifecycle] = (),
+        shadow: Shadow | None = None,
     ) -> None:
+        self.shadow = shadow
         self.config = config
         self.lifecycle = list(lifecycle)
         self.router = Router(config.capabilities, flags or StaticFlags(config.capabilities), config.default_upstream)
@@ -136,6 +142,8 @@ class ProxyApp:
                     await part.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.shadow is not None:
+                    await self.shadow.drain(timeout=5.0)
                 for part in reversed(self.lifecycle):
                     await part.stop()
                 await self.aclose()
@@ -194,6 +202,11 @@ class ProxyApp:
         target = path + "?" + query.decode("latin-1") if query else path
         request = UpstreamRequest(method, target, prepared.upstream, body, chunked=prepared.chunked)
         capability = route.capability or "-"
+        job = None
+        if route.decision.mirror is not None and self.shadow is not None:
+            job = self.shadow.begin(route, method, request, cid, prepared.content_length, has_body)
+            if job is not None and body is not None and job.request_body is not None:
+                body.tap = job.capture_request
         self.metrics.in_flight.inc()
         started = time.perf_counter()
         status = 0
@@ -215,8 +228,13 @@ class ProxyApp:
                 return
             status = response.status
             self.metrics.observe_latency(upstream, time.perf_counter() - started)
-            await self._stream(response, send, cid)
+            if job is None:
+                await self._stream(response, send, cid)
+            else:
+                await self._stream_shadowed(response, send, cid, job)
         finally:
+            if job is not None:
+                job.finish(False)  # no-op when the response completed
             self.metrics.in_flight.dec()
             if status:
                 self.metrics.count_request(capability, route.decision.target, status)
@@ -253,6 +271,25 @@ class ProxyApp:
             async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.close()
+
+    async def _stream_shadowed(self, response: UpstreamResponse, send: Any, cid: str, job: ShadowJob) -> None:
+        """As `_stream`, handing the shadow job a copy of what passes (it never waits for the mirror)."""
+        try:
+            job.response_started(response.status, response.headers)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": filter_response_headers(response.headers, cid.encode()),
+                }
+            )
+            async for chunk in response.body():
+                job.capture_response(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            job.finish(True)
         finally:
             await response.close()
 

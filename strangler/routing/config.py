@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import AfterValidator, ByteSize, Field, field_validator, model_validator
 
 from strangler.model import ConfigModel as Model
 from strangler.routing.modes import Mode
 from strangler.routing.routes import parse_route
 from strangler.shadow.config import CompareConfig, ShadowConfig
 
-_STICKY = re.compile(r"^(path|header|cookie|query):[A-Za-z0-9_\-.]+$")
+_STICKY = re.compile(r"(path|header|cookie|query):[A-Za-z0-9_\-.]+")
+
+
+def _route(text: str) -> str:
+    parse_route(text)  # RouteTemplateError is a ValueError: pydantic reports it at routes[i]
+    return text
 
 
 class GateConfig(Model):
     min_samples: int = Field(200, ge=0)
     max_divergence_rate: float = Field(0.01, ge=0, le=1)
+    window: float = Field(3600.0, gt=0, description="seconds of recent comparisons the gate looks at")
 
 
 class CapabilityConfig(Model):
     legacy: str
     new: str | None = None
-    routes: list[str] = Field(min_length=1)
+    routes: list[Annotated[str, AfterValidator(_route)]] = Field(min_length=1)
     mode: Mode = Mode.LEGACY
     percent: float = Field(0.0, ge=0, le=100)
     sticky: str | None = None
@@ -33,17 +39,10 @@ class CapabilityConfig(Model):
     compare: CompareConfig = CompareConfig()
     gate: GateConfig = GateConfig()
 
-    @field_validator("routes")
-    @classmethod
-    def _routes(cls, value: list[str]) -> list[str]:
-        for route in value:
-            parse_route(route)  # RouteTemplateError is a ValueError: pydantic reports it at routes[i]
-        return value
-
     @field_validator("sticky")
     @classmethod
     def _sticky(cls, value: str | None) -> str | None:
-        if value is not None and not _STICKY.match(value):
+        if value is not None and not _STICKY.fullmatch(value):
             raise ValueError(f"expected path:NAME, header:NAME, cookie:NAME or query:NAME, got {value!r}")
         return value
 

@@ -49,10 +49,9 @@ def upgrade_schema(url: str) -> None:
     """Bring the store's schema to the newest version (Alembic `upgrade head`)."""
     import logging
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before import: it logs while loading plugins
     from alembic import command
     from alembic.config import Config
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     config = Config()
     config.set_main_option("script_location", str(files("strangler.store") / "migrations"))

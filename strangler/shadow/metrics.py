@@ -1,0 +1,49 @@
+"""Shadow metrics: mirrored, dropped, skipped, failed, compared and divergent counts per capability, and
+divergence by field with bounded cardinality (the first `max_fields` distinct fields, then "other")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class ShadowMetrics:
+    def __init__(self, registry: CollectorRegistry, max_fields: int = 50) -> None:
+        self._mirrored = Counter("strangler_shadow_mirrored", "Requests mirrored", ["capability"], registry=registry)
+        self._dropped = Counter("strangler_shadow_dropped", "Mirrors dropped at the in-flight cap",
+                                ["capability"], registry=registry)
+        self._skipped = Counter("strangler_shadow_skipped", "Mirrors not sent (unsafe method, too large)",
+                                ["capability", "reason"], registry=registry)
+        self._failed = Counter("strangler_shadow_failed", "Mirror calls that timed out or failed",
+                               ["capability", "reason"], registry=registry)
+        self._compared = Counter("strangler_shadow_compared", "Comparisons made", ["capability"], registry=registry)
+        self._divergent = Counter("strangler_shadow_divergent", "Comparisons with at least one difference "
+                                  "(before noise removal)", ["capability"], registry=registry)
+        self._fields = Counter("strangler_shadow_field_divergences", "Differences by field",
+                               ["capability", "field"], registry=registry)
+        self._max_fields = max_fields
+        self._seen_fields: dict[str, set[str]] = {}
+
+    def mirrored(self, capability: str) -> None:
+        self._mirrored.labels(capability).inc()
+
+    def dropped(self, capability: str) -> None:
+        self._dropped.labels(capability).inc()
+
+    def skipped(self, capability: str, reason: str) -> None:
+        self._skipped.labels(capability, reason).inc()
+
+    def failed(self, capability: str, reason: str) -> None:
+        self._failed.labels(capability, reason).inc()
+
+    def compared(self, capability: str, fields: Iterable[str]) -> None:
+        self._compared.labels(capability).inc()
+        fields = list(fields)
+        if fields:
+            self._divergent.labels(capability).inc()
+        seen = self._seen_fields.setdefault(capability, set())
+        for name in fields:
+            if name not in seen and len(seen) < self._max_fields:
+                seen.add(name)
+            self._fields.labels(capability, name if name in seen else "other").inc()

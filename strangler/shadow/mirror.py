@@ -1,0 +1,289 @@
+"""Mirroring: send a capability's request to the side that is not serving, and compare the outcomes.
+
+The primary response is never delayed or failed by the mirror: the proxy hands a `ShadowJob` the bytes it
+streams anyway (request body and response, each captured once up to `shadow.max_body`), and the mirror
+and noise calls run as background tasks with their own timeout, bounded in number per capability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from strangler.gateway.errors import UpstreamError, UpstreamTimeout
+from strangler.gateway.upstream import UpstreamClient, UpstreamRequest
+from strangler.routing.config import CapabilityConfig
+from strangler.routing.router import Route
+from strangler.shadow.compare import CapturedResponse, Comparator, FieldDifference, PointerSet
+from strangler.shadow.metrics import ShadowMetrics
+from strangler.shadow.records import ComparisonRecord, Redactor
+
+log = logging.getLogger("strangler.shadow")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SHADOW_HEADER = "x-strangler-shadow"
+
+# (capability, field path, serving side) -> "regression" | "expected" | "unknown-authority"
+Classifier = Callable[[str, str, str], str]
+
+
+class _Side:
+    """One side's captured outcome, or why there is none."""
+
+    __slots__ = ("response", "latency_ms", "failure")
+
+    def __init__(self, response: CapturedResponse | None, latency_ms: float | None, failure: str | None) -> None:
+        self.response = response
+        self.latency_ms = latency_ms
+        self.failure = failure
+
+
+class ShadowJob:
+    """The shadow side of one proxied request; fed by the proxy, finished in the background."""
+
+    def __init__(self, shadow: Shadow, capability: str, cap: CapabilityConfig, route: Route, method: str,
+                 request: UpstreamRequest, correlation_id: str, capture_request: bool) -> None:
+        self.shadow = shadow
+        self.capability = capability
+        self.cap = cap
+        self.route = route
+        self.method = method
+        self.request = request
+        self.correlation_id = correlation_id
+        self.limit = int(cap.shadow.max_body)
+        self.request_body: bytearray | None = bytearray() if capture_request else None
+        self.response_body: bytearray | None = bytearray()
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.started = time.perf_counter()
+        self.latency_ms: float | None = None
+        self.primary: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
+        self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
+        if not capture_request:
+            self._launch()
+
+    def capture_request(self, chunk: bytes) -> None:
+        body = self.request_body
+        if body is not None:
+            if len(body) + len(chunk) > self.limit:
+                self.request_body = None
+                self.shadow.metrics.skipped(self.capability, "too_large")
+            else:
+                body += chunk
+
+    def response_started(self, status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.latency_ms = (time.perf_counter() - self.started) * 1000
+        self.headers = _wanted_headers(raw_headers, self.shadow.compared_headers[self.capability])
+
+    def capture_response(self, chunk: bytes) -> None:
+        body = self.response_body
+        if body is not None:
+            if len(body) + len(chunk) > self.limit:
+                self.response_body = None
+            else:
+                body += chunk
+
+    def finish(self, ok: bool) -> None:
+        """The primary response is complete (`ok`) or failed; the comparison may proceed."""
+        if self.primary.done():
+            return
+        if not ok:
+            self.primary.set_result(_Side(None, self.latency_ms, "primary_error"))
+        elif self.response_body is None:
+            self.primary.set_result(_Side(None, self.latency_ms, "too_large"))
+        else:
+            response = CapturedResponse(self.status, self.headers, bytes(self.response_body),
+                                        self.headers.get("content-type", ""))
+            self.primary.set_result(_Side(response, self.latency_ms, None))
+        if not self.shadow.launched(self):  # a request with a body: mirror it now that it is complete
+            if ok and self.request_body is not None:
+                self._launch()
+            else:
+                self.shadow.release(self.capability)
+
+    def _launch(self) -> None:
+        self.shadow.spawn(self)
+
+
+class Shadow:
+    def __init__(
+        self,
+        capabilities: Mapping[str, CapabilityConfig],
+        clients: Mapping[str, UpstreamClient],
+        sink: Callable[[ComparisonRecord], None],
+        metrics: ShadowMetrics,
+        *,
+        classify: Classifier | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.capabilities = dict(capabilities)
+        self.clients = clients
+        self.sink = sink
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.comparators = {name: Comparator(cap.compare) for name, cap in capabilities.items()}
+        self.redactors = {name: Redactor(cap.compare.redact) for name, cap in capabilities.items()}
+        self.compared_headers = {
+            name: frozenset({*cap.compare.headers, "content-type"}) for name, cap in capabilities.items()
+        }
+        self.classify = classify or serving_side_is_authoritative(capabilities)
+        self._in_flight: dict[str, int] = dict.fromkeys(capabilities, 0)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._launched: set[int] = set()
+
+    def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
+              content_length: int | None, has_body: bool) -> ShadowJob | None:
+        """A job when this request is to be mirrored, else None (sampled out, unsafe write, too large, busy)."""
+        capability = route.capability
+        if capability is None or route.decision.mirror is None:
+            return None
+        cap = self.capabilities[capability]
+        if cap.shadow.sample < 1.0 and self.rng.random() >= cap.shadow.sample:
+            return None
+        if method not in SAFE_METHODS and cap.shadow.writes == "skip":
+            self.metrics.skipped(capability, "unsafe_method")
+            return None
+        if content_length is not None and content_length > cap.shadow.max_body:
+            self.metrics.skipped(capability, "too_large")
+            return None
+        if self._in_flight[capability] >= cap.shadow.max_in_flight:
+            self.metrics.dropped(capability)
+            return None
+        self._in_flight[capability] += 1
+        return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
+
+    def release(self, capability: str) -> None:
+        self._in_flight[capability] -= 1
+
+    def launched(self, job: ShadowJob) -> bool:
+        return id(job) in self._launched
+
+    def spawn(self, job: ShadowJob) -> None:
+        self._launched.add(id(job))
+        task = asyncio.create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def _run(self, job: ShadowJob) -> None:
+        try:
+            mirror_upstream = job.route.decision.mirror or ""
+            other_task = asyncio.create_task(self._call(job, mirror_upstream, shadow_value(job)))
+            noise_task = None
+            if job.noise:
+                noise_upstream = job.cap.shadow.secondary or job.route.decision.primary
+                noise_task = asyncio.create_task(self._call(job, noise_upstream, "noise"))
+            self.metrics.mirrored(job.capability)
+            primary = await job.primary
+            other = await other_task
+            self._compare(job, primary, other, "candidate")
+            if noise_task is not None:
+                self._compare(job, primary, await noise_task, "noise")
+        except Exception:  # a bug here must never reach the request path
+            log.exception("shadow comparison failed for %s", job.capability)
+        finally:
+            self._launched.discard(id(job))
+            self.release(job.capability)
+
+    async def _call(self, job: ShadowJob, upstream: str, marker: str) -> _Side:
+        client = self.clients.get(upstream)
+        if client is None:
+            return _Side(None, None, "error")
+        headers = [(k, v) for k, v in job.request.headers if k != SHADOW_HEADER]
+        headers.append((SHADOW_HEADER, "1" if marker == "noise" else marker))
+        body = bytes(job.request_body) if job.request_body is not None else None
+        request = UpstreamRequest(job.method, job.request.target, headers, body or None, chunked=False)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(job.cap.shadow.timeout):
+                response = await client.send(request)
+                latency = (time.perf_counter() - started) * 1000
+                try:
+                    captured = bytearray()
+                    too_large = False
+                    async for chunk in response.body():
+                        if len(captured) + len(chunk) > job.limit:
+                            too_large = True
+                            break
+                        captured += chunk
+                finally:
+                    await response.close()
+        except (TimeoutError, UpstreamTimeout):
+            self.metrics.failed(job.capability, "timeout")
+            return _Side(None, None, "timeout")
+        except UpstreamError:
+            self.metrics.failed(job.capability, "error")
+            return _Side(None, None, "error")
+        if too_large:
+            return _Side(None, latency, "too_large")
+        wanted = _wanted_headers(response.headers, self.compared_headers[job.capability])
+        return _Side(CapturedResponse(response.status, wanted, bytes(captured), wanted.get("content-type", "")),
+                     latency, None)
+
+    def _compare(self, job: ShadowJob, primary: _Side, other: _Side, kind: str) -> None:
+        outcome = primary.failure or other.failure or "compared"
+        differences: tuple[FieldDifference, ...] = ()
+        classifications: tuple[str, ...] = ()
+        serving = job.route.decision.target
+        if primary.response is not None and other.response is not None:
+            found = self.comparators[job.capability].compare(primary.response, other.response)
+            redactor = self.redactors[job.capability]
+            differences = tuple(redactor.difference(d) for d in found)
+            classifications = tuple(self.classify(job.capability, d.path, serving) for d in found)
+            if kind == "candidate":
+                self.metrics.compared(job.capability, [d.path for d in found])
+        record = ComparisonRecord(
+            at=self.clock(),
+            capability=job.capability,
+            route=job.route.template.text if job.route.template is not None else "",
+            method=job.method,
+            kind=kind,
+            outcome=outcome,
+            correlation_id=job.correlation_id,
+            serving=serving,
+            primary_status=primary.response.status if primary.response else None,
+            other_status=other.response.status if other.response else None,
+            primary_latency_ms=_round(primary.latency_ms),
+            other_latency_ms=_round(other.latency_ms),
+            differences=differences,
+            classifications=classifications,
+        )
+        self.sink(record)
+
+
+def shadow_value(job: ShadowJob) -> str:
+    return "dry-run" if job.method not in SAFE_METHODS and job.cap.shadow.writes == "dry-run" else "1"
+
+
+def serving_side_is_authoritative(capabilities: Mapping[str, CapabilityConfig]) -> Classifier:
+    """The default authority rule until precedence rules say otherwise: declared differences are
+    `expected`, every other difference is a `regression` of the side that does not serve."""
+    expected = {name: PointerSet(cap.compare.expected) for name, cap in capabilities.items()}
+
+    def classify(capability: str, path: str, serving: str) -> str:
+        return "expected" if expected[capability].covers(path) else "regression"
+
+    return classify
+
+
+def _wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key in wanted and key not in out:
+            out[key] = value.decode("latin-1")
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+

@@ -1,0 +1,71 @@
+"""What a comparison leaves behind, and the redaction applied before anything is stored.
+
+Redaction masks every value under a configured `redact` pointer pattern (and anything beneath it), and
+the values of credential headers, so that no secret or PII value ever reaches the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from strangler.shadow.compare import FieldDifference, PointerSet, split_pointer
+
+MASK = "***"
+SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"})
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRecord:
+    """One comparison: `kind` is "candidate" (serving side vs the other) or "noise" (serving side vs itself).
+
+    `outcome` is "compared", or why nothing was compared: "timeout", "error", "too_large".
+    """
+
+    at: dt.datetime
+    capability: str
+    route: str
+    method: str
+    kind: str
+    outcome: str
+    correlation_id: str
+    serving: str  # "legacy" or "new": the side that answered the client
+    primary_status: int | None
+    other_status: int | None
+    primary_latency_ms: float | None
+    other_latency_ms: float | None
+    differences: tuple[FieldDifference, ...] = field(default=())
+    classifications: tuple[str, ...] = field(default=())  # per difference: regression | expected | unknown-authority
+
+
+class Redactor:
+    """Masks values at `redact` patterns (`*` = one segment), everything beneath them, and secret headers."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._set = PointerSet(patterns)
+
+    def covers(self, path: str) -> bool:
+        if path.startswith("header:"):
+            return path[len("header:") :] in SECRET_HEADERS
+        return self._set.covers(path)
+
+    def value(self, path: str, value: Any) -> Any:
+        """`value` found at `path`, with everything under a redacted pattern masked."""
+        if self.covers(path):
+            return MASK
+        if isinstance(value, dict | list) and self._set.patterns and (path == "" or path.startswith("/")):
+            return self._mask_inside(split_pointer(path), value)
+        return value
+
+    def _mask_inside(self, parts: list[str], value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: MASK if self._set.matches_exactly([*parts, k]) else self._mask_inside([*parts, k], v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [MASK if self._set.matches_exactly([*parts, str(i)]) else self._mask_inside([*parts, str(i)], v)
+                    for i, v in enumerate(value)]
+        return value
+
+    def difference(self, diff: FieldDifference) -> FieldDifference:
+        return FieldDifference(diff.path, self.value(diff.path, diff.primary), self.value(diff.path, diff.other))

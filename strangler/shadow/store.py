@@ -1,0 +1,205 @@
+"""The divergence store: a port (`DivergenceStore`) and its SQLAlchemy adapter.
+
+Comparisons are written in batches by a background writer, never on the request path. Every
+comparison leaves one row (with the list of fields that differed, so noise can be judged later);
+every difference of a candidate comparison leaves a divergence row with both (redacted) values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from strangler.shadow.records import ComparisonRecord
+from strangler.store import StoreUnavailable
+
+metadata = MetaData()
+comparisons_table = Table(
+    "shadow_comparisons",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True)),
+    Column("capability", String(200)),
+    Column("route", String(500)),
+    Column("method", String(16)),
+    Column("kind", String(16)),
+    Column("outcome", String(16)),
+    Column("correlation_id", String(128)),
+    Column("serving", String(16)),
+    Column("primary_status", Integer),
+    Column("other_status", Integer),
+    Column("primary_latency_ms", Float),
+    Column("other_latency_ms", Float),
+    Column("fields", Text),
+)
+divergences_table = Table(
+    "shadow_divergences",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True)),
+    Column("capability", String(200)),
+    Column("route", String(500)),
+    Column("method", String(16)),
+    Column("source", String(16)),
+    Column("field", String(500)),
+    Column("primary_value", Text),
+    Column("other_value", Text),
+    Column("classification", String(32)),
+    Column("correlation_id", String(128)),
+    Column("serving", String(16)),
+    Column("primary_status", Integer),
+    Column("other_status", Integer),
+    Column("primary_latency_ms", Float),
+    Column("other_latency_ms", Float),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonRow:
+    at: dt.datetime
+    capability: str
+    route: str
+    method: str
+    kind: str
+    outcome: str
+    serving: str
+    primary_status: int | None
+    other_status: int | None
+    primary_latency_ms: float | None
+    other_latency_ms: float | None
+    fields: tuple[str, ...]
+
+
+class DivergenceStore(Protocol):
+    def record(self, records: Sequence[ComparisonRecord]) -> None:
+        """Store a batch of comparisons and their divergences in one transaction (StoreUnavailable)."""
+        ...
+
+    def comparisons(self, capability: str, since: dt.datetime, limit: int = 100_000) -> list[ComparisonRow]:
+        """Comparison rows of `capability` at or after `since`, newest first, at most `limit`."""
+        ...
+
+    def divergences(self, capability: str | None, limit: int = 100) -> list[dict[str, object]]:
+        """The most recent divergence rows (values decoded), newest first."""
+        ...
+
+    def prune(self, older_than: dt.datetime, keep: int) -> int:
+        """Delete rows older than `older_than`, and beyond the newest `keep` per table; return the count."""
+        ...
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+class SqlDivergenceStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record(self, records: Sequence[ComparisonRecord]) -> None:
+        if not records:
+            return
+        comparison_rows = []
+        divergence_rows = []
+        for r in records:
+            comparison_rows.append(
+                dict(at=r.at, capability=r.capability, route=r.route, method=r.method, kind=r.kind,
+                     outcome=r.outcome, correlation_id=r.correlation_id, serving=r.serving,
+                     primary_status=r.primary_status, other_status=r.other_status,
+                     primary_latency_ms=r.primary_latency_ms, other_latency_ms=r.other_latency_ms,
+                     fields=_json([d.path for d in r.differences]))
+            )
+            if r.kind != "candidate":
+                continue
+            for diff, classification in zip(r.differences, r.classifications, strict=True):
+                divergence_rows.append(
+                    dict(at=r.at, capability=r.capability, route=r.route, method=r.method, source="response",
+                         field=diff.path[:500], primary_value=_json(diff.primary), other_value=_json(diff.other),
+                         classification=classification, correlation_id=r.correlation_id, serving=r.serving,
+                         primary_status=r.primary_status, other_status=r.other_status,
+                         primary_latency_ms=r.primary_latency_ms, other_latency_ms=r.other_latency_ms)
+                )
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(comparisons_table), comparison_rows)
+                if divergence_rows:
+                    conn.execute(insert(divergences_table), divergence_rows)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"divergence store: {exc.__class__.__name__}: {exc}") from exc
+
+    def comparisons(self, capability: str, since: dt.datetime, limit: int = 100_000) -> list[ComparisonRow]:
+        t = comparisons_table
+        query = (
+            select(t.c.at, t.c.capability, t.c.route, t.c.method, t.c.kind, t.c.outcome, t.c.serving,
+                   t.c.primary_status, t.c.other_status, t.c.primary_latency_ms, t.c.other_latency_ms, t.c.fields)
+            .where(t.c.capability == capability, t.c.at >= since)
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        )
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"divergence store: {exc.__class__.__name__}: {exc}") from exc
+        return [
+            ComparisonRow(_aware(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                          tuple(orjson.loads(r[11])))
+            for r in rows
+        ]
+
+    def divergences(self, capability: str | None, limit: int = 100) -> list[dict[str, object]]:
+        t = divergences_table
+        query = select(t).order_by(t.c.id.desc()).limit(limit)
+        if capability is not None:
+            query = query.where(t.c.capability == capability)
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"divergence store: {exc.__class__.__name__}: {exc}") from exc
+        out = []
+        for row in rows:
+            item = dict(row)
+            item["at"] = _aware(item["at"]).isoformat()
+            for key in ("primary_value", "other_value"):
+                item[key] = orjson.loads(item[key]) if item[key] is not None else None
+            out.append(item)
+        return out
+
+    def prune(self, older_than: dt.datetime, keep: int) -> int:
+        deleted = 0
+        try:
+            with self._engine.begin() as conn:
+                for table in (comparisons_table, divergences_table):
+                    deleted += conn.execute(delete(table).where(table.c.at < older_than)).rowcount or 0
+                    newest = conn.execute(select(func.max(table.c.id))).scalar()
+                    if newest is not None and newest > keep:
+                        deleted += conn.execute(delete(table).where(table.c.id <= newest - keep)).rowcount or 0
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"divergence store: {exc.__class__.__name__}: {exc}") from exc
+        return deleted
