@@ -66,7 +66,7 @@ def render_table(report: dict[str, Any]) -> None:
         console.print(f"\n[bold]{cap['capability']}[/]: {cap['comparisons']} comparisons, "
                       f"{cap['divergent']} divergent ({100 * cap['divergence_rate']:.2f}% after noise), "
                       f"{cap['status_mismatches']} status mismatches, noise samples {cap['noise_samples']}; "
-                      f"gate {status}: {gate['explanation']}")
+                      f"gate {status} ({gate['explanation']})")
         lat = cap["latency_ms"]
         console.print(f"latency ms legacy p50 {lat['legacy']['p50']} p99 {lat['legacy']['p99']} | "
                       f"new p50 {lat['new']['p50']} p99 {lat['new']['p99']}; mirror failures {cap['mirror_failures']}")
