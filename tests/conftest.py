@@ -1,0 +1,3 @@
+"""Shared test configuration: the real-service fixtures live in tests/support/plugin.py."""
+
+pytest_plugins = ["tests.support.plugin"]
