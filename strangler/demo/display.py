@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
@@ -88,7 +87,7 @@ def render_serving(console: Console, stack: DemoStack) -> None:
     flags = ", ".join(f"{cap} = {stack.flags.flag(cap).mode.value}" for cap in stack.proxy.config.capabilities)
     console.print()
     console.rule("[bold]Serving[/bold]", align="left")
-    urls = Table(box=box.SIMPLE, show_header=False, padding=(0, 2, 0, 2))
+    urls = Table(box=None, show_header=False, padding=(0, 1, 0, 2))
     urls.add_row("gateway", stack.gateway_url)
     urls.add_row("legacy", stack.legacy_url)
     urls.add_row("new service", stack.new_service_url)
