@@ -16,6 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from strangler.gateway.errors import BodyTooLarge, UpstreamError
+from strangler.gateway.framing import FramingRejected, check_framing
 from strangler.gateway.headers import (
     HeaderRejected,
     TrustedProxies,
@@ -161,6 +162,10 @@ class ProxyApp:
             size += len(name) + len(value) + 4
         if size > self._max_header:
             return await self._reject(send, 431, f"request headers exceed {self._max_header} bytes", "header_size")
+        try:
+            check_framing(scope["http_version"], headers)
+        except FramingRejected as exc:
+            return await self._reject(send, exc.status, str(exc), "framing")
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         try:
             path = normalize_path(raw_path)
