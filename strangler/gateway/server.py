@@ -175,6 +175,9 @@ class Supervisor:
                  self.config.admin.listen)
         await stop.wait()
         self.draining = True
+        # The workers stop accepting on SIGTERM; while this process holds its copy of the listening
+        # socket, the kernel would still accept new connections into the backlog that nobody serves.
+        self.sock.close()
         await loop.run_in_executor(None, self.stop_workers, self.config.limits.drain_timeout + 5)
         admin.should_exit = True
         await asyncio.gather(admin_task, watch_task, return_exceptions=True)
