@@ -90,6 +90,10 @@ class AiohttpUpstreamClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
+        # aiohttp sends an idempotent request a second time when the connection breaks, even after the
+        # upstream read it (and with a streamed body it could resend only what is left). Retries are
+        # the gateway's decision (`retry.py`, with its limits and budget); there is no public switch.
+        self._session._retry_connection = False
         return self._session
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
