@@ -1,4 +1,5 @@
-"""The batched background writer: comparisons go into a bounded queue, a task writes them in batches.
+"""The batched background writer: records (comparisons, ledger stage events) go into a bounded queue,
+a task writes them in batches.
 
 `submit` never blocks and never fails the request path: when the queue is full the record is dropped
 and counted. A batch that cannot be written is retried a few times, then dropped and counted.
@@ -9,19 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
-from strangler.shadow.records import ComparisonRecord
-from strangler.shadow.store import DivergenceStore
 from strangler.store import StoreUnavailable
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class BatchStore(Protocol[T_contra]):
+    def record(self, records: Sequence[T_contra]) -> None: ...
 
 log = logging.getLogger("strangler.shadow")
 
 
-class BatchWriter:
+class BatchWriter(Generic[T]):
     def __init__(
         self,
-        store: DivergenceStore,
+        store: BatchStore[T],
         *,
         max_queue: int = 20_000,
         batch_size: int = 500,
@@ -29,7 +36,7 @@ class BatchWriter:
         on_drop: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.store = store
-        self._queue: asyncio.Queue[ComparisonRecord] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[T] = asyncio.Queue(max_queue)
         self._batch_size = batch_size
         self._interval = interval
         self._on_drop = on_drop
@@ -37,7 +44,7 @@ class BatchWriter:
         self.written = 0
         self.dropped = 0
 
-    def submit(self, record: ComparisonRecord) -> None:
+    def submit(self, record: T) -> None:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
@@ -58,8 +65,8 @@ class BatchWriter:
         while not self._queue.empty():
             await self._write(self._take())
 
-    def _take(self) -> list[ComparisonRecord]:
-        batch = []
+    def _take(self) -> list[T]:
+        batch: list[T] = []
         while len(batch) < self._batch_size:
             try:
                 batch.append(self._queue.get_nowait())
@@ -74,7 +81,7 @@ class BatchWriter:
             batch = [first, *self._take()]
             await self._write(batch)
 
-    async def _write(self, batch: list[ComparisonRecord]) -> None:
+    async def _write(self, batch: list[T]) -> None:
         if not batch:
             return
         for attempt in range(3):
@@ -83,7 +90,7 @@ class BatchWriter:
                 self.written += len(batch)
                 return
             except StoreUnavailable as exc:
-                log.warning("cannot write %d comparisons (attempt %d): %s", len(batch), attempt + 1, exc)
+                log.warning("cannot write %d records (attempt %d): %s", len(batch), attempt + 1, exc)
                 await asyncio.sleep(0.5 * (attempt + 1))
         self.dropped += len(batch)
         self._on_drop(len(batch))
