@@ -23,6 +23,10 @@ from strangler.config import StranglerConfig
 from strangler.gateway.admin import build_admin_app
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
+from strangler.maturity.admin_api import maturity_routes
+from strangler.maturity.monitor import MaturityMonitor
+from strangler.maturity.store import SqlLedgerStore
+from strangler.precedence.rules import PrecedenceRules, response_classifier
 from strangler.routing.admin_api import flag_routes
 from strangler.routing.metrics import FlagMetrics
 from strangler.routing.refresh import FlagCache, FlagRefresher
@@ -30,6 +34,7 @@ from strangler.routing.router import initial_flags
 from strangler.routing.service import FlagService
 from strangler.routing.store import SqlFlagStore
 from strangler.shadow.admin_api import shadow_routes
+from strangler.shadow.compare import PointerSet
 from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.mirror import Shadow
@@ -65,9 +70,12 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     }
     shadow_metrics = ShadowMetrics(registry)
     writer = BatchWriter(SqlDivergenceStore(engine))
-    shadow = Shadow(config.capabilities, clients, writer.submit, shadow_metrics)
-    return ProxyApp(config, flags=cache, registry=registry, clients=clients, lifecycle=[refresher, writer],
-                    shadow=shadow)
+    ledger = BatchWriter(SqlLedgerStore(engine))
+    expected = {name: PointerSet(cap.compare.expected) for name, cap in config.capabilities.items()}
+    classify = response_classifier(expected, PrecedenceRules(config.precedence))
+    shadow = Shadow(config.capabilities, clients, writer.submit, shadow_metrics, classify=classify)
+    return ProxyApp(config, flags=cache, registry=registry, clients=clients,
+                    lifecycle=[refresher, writer, ledger], shadow=shadow, ledger=ledger.submit)
 
 
 class SchemaUpgrader:
@@ -139,6 +147,7 @@ def build_admin(
     store, cache, refresher = build_flags(config, engine, registry)
     divergences = SqlDivergenceStore(engine)
     evidence = ShadowEvidence(divergences, config.capabilities, utcnow)
+    ledger = SqlLedgerStore(engine)
     service = FlagService(config.capabilities, store, evidence)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -150,6 +159,11 @@ def build_admin(
         tokens=config.admin.tokens,
         metrics=metrics,
         readiness=readiness,
-        routes=[*flag_routes(service, cache, refresher), *shadow_routes(evidence)],
+        routes=[
+            *flag_routes(service, cache, refresher),
+            *shadow_routes(evidence),
+            *maturity_routes(ledger, config.maturity, utcnow),
+        ],
     )
-    return AdminParts(app=app, lifecycle=[refresher, RetentionPass(divergences, config)])
+    monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)
+    return AdminParts(app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor])

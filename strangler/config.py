@@ -20,12 +20,15 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from strangler.errors import ConfigError
 from strangler.gateway.config import GatewayConfigMixin
+from strangler.maturity.config import MaturityConfig
+from strangler.precedence.config import FollowCapability, PrecedenceConfig
 from strangler.routing.config import CapabilityConfig, FlagsConfig
 from strangler.routing.routes import parse_route, templates_overlap
 from strangler.shadow.config import DivergenceStoreConfig
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 # A configuration is small; these stop a hostile or broken file (an alias bomb, a deep nesting) early.
 _MAX_VALUES = 100_000
 _MAX_DEPTH = 64
@@ -36,6 +39,8 @@ class StranglerConfig(GatewayConfigMixin):
     flags: FlagsConfig = FlagsConfig()
     capabilities: dict[str, CapabilityConfig] = Field(default_factory=dict)
     divergence_store: DivergenceStoreConfig = DivergenceStoreConfig()
+    precedence: PrecedenceConfig = PrecedenceConfig()
+    maturity: MaturityConfig = MaturityConfig()
 
     @model_validator(mode="after")
     def _references(self) -> StranglerConfig:
@@ -52,6 +57,14 @@ class StranglerConfig(GatewayConfigMixin):
                 raise _KeyProblem(
                     ("capabilities", cap_name, "shadow", "secondary"), f"unknown upstream {cap.shadow.secondary!r}"
                 )
+        for entity, rule in self.precedence.entities.items():
+            if rule.capability is not None and rule.capability not in self.capabilities:
+                raise _KeyProblem(("precedence", "entities", entity, "capability"),
+                                  f"unknown capability {rule.capability!r}")
+            for group_name, group in rule.groups.items():
+                if isinstance(group.authority, FollowCapability) and group.authority.follow not in self.capabilities:
+                    raise _KeyProblem(("precedence", "entities", entity, "groups", group_name, "authority", "follow"),
+                                      f"unknown capability {group.authority.follow!r}")
         seen: list[tuple[str, int, Any]] = []
         for cap_name, cap in self.capabilities.items():
             for i, text in enumerate(cap.routes):
@@ -110,11 +123,12 @@ def load_config_text(text: str, source: str = "<config>", env: Mapping[str, str]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+        problem = " ".join(p for p in parts if p) or str(exc)
         raise ConfigError(source, [("", f"not valid YAML: {problem}", line)]) from None
     except RecursionError:
         raise ConfigError(source, [("", "not valid YAML here: nested too deeply", None)]) from None
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null") and not node.value):
         raise ConfigError(source, [("", "the file is empty; expected a mapping of keys (see deploy/examples)", 1)])
     builder = _Builder(env)
     try:
@@ -232,6 +246,7 @@ class _Builder:
         self.problems: list[tuple[str, str, int | None]] = []
         self._values = 0
         self._active: set[int] = set()  # the nodes being constructed: an alias back to one is a cycle
+        self._loader = yaml.SafeLoader("")  # constructs scalars only (ints, floats, bools, timestamps, ...)
 
     def construct(self, node: yaml.Node, loc: tuple[str | int, ...]) -> Any:
         line = node.start_mark.line + 1
@@ -246,6 +261,9 @@ class _Builder:
         self.lines.setdefault(loc, line)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, loc)
+        if node.tag not in _COLLECTION_TAGS:
+            self.problems.append((format_path(loc), f"the tag {node.tag!r} is not supported here", line))
+            return None
         self._active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -256,17 +274,20 @@ class _Builder:
 
     def _mapping(self, node: yaml.Node, loc: tuple[str | int, ...]) -> dict[str, Any]:
         merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:  # merged keys first: the mapping's own keys override them
+            if key_node.tag != _MERGE_TAG:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in reversed(sources):  # earlier sources win
+                value = self.construct(source, loc)
+                if not isinstance(value, dict):
+                    self.problems.append((format_path(loc), "'<<' merges only mappings", key_node.start_mark.line + 1))
+                    continue
+                merged.update(value)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if key_node.tag == _MERGE_TAG:
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                for source in reversed(sources):  # earlier sources win
-                    value = self.construct(source, loc)
-                    if not isinstance(value, dict):
-                        self.problems.append((format_path(loc), "'<<' merges only mappings", line))
-                        continue
-                    merged.update(value)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append((format_path(loc), "keys must be plain strings", line))
@@ -283,16 +304,14 @@ class _Builder:
 
     def _scalar(self, node: yaml.ScalarNode, loc: tuple[str | int, ...]) -> Any:
         line = node.start_mark.line + 1
-        loader = yaml.SafeLoader("")
         try:
-            value = loader.construct_object(node, deep=True)
+            value = self._loader.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError) as exc:
+            self._loader.recursive_objects.clear()
             problem = getattr(exc, "problem", None) or str(exc)
             self.problems.append((format_path(loc), f"cannot read the value {node.value!r} ({node.tag}): {problem}",
                                   line))
             return None
-        finally:
-            loader.dispose()
         if isinstance(value, str) and "${" in value:
             return self._interpolate(value, loc, line)
         return value

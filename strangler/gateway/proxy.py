@@ -7,9 +7,10 @@ response. Anything the gateway answers itself is an RFC 9457 problem.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -33,7 +34,8 @@ from strangler.gateway.upstream import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from strangler.routing.router import FlagSource, Router, StaticFlags
+from strangler.maturity.ledger import Stage, StageEvent
+from strangler.routing.router import FlagSource, Route, Router, StaticFlags
 from strangler.routing.sticky import request_key
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
 Scope = dict[str, Any]
 access_log = logging.getLogger("strangler.access")
 log = logging.getLogger("strangler.gateway")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class Lifecycle(Protocol):
@@ -105,8 +111,11 @@ class ProxyApp:
         clients: Mapping[str, UpstreamClient] | None = None,
         lifecycle: Sequence[Lifecycle] = (),
         shadow: Shadow | None = None,
+        ledger: Callable[[StageEvent], None] | None = None,
     ) -> None:
         self.shadow = shadow
+        self.ledger = ledger
+        self._tracked = frozenset(config.maturity.track_methods)
         self.config = config
         self.lifecycle = list(lifecycle)
         self.router = Router(config.capabilities, flags or StaticFlags(config.capabilities), config.default_upstream)
@@ -207,6 +216,10 @@ class ProxyApp:
         target = path + "?" + query.decode("latin-1") if query else path
         request = UpstreamRequest(method, target, prepared.upstream, body, chunked=prepared.chunked)
         capability = route.capability or "-"
+        entity = None
+        if self.ledger is not None and route.capability is not None and method in self._tracked:
+            entity = self._entity_key(route, headers, query)
+            self.ledger(StageEvent(cid, entity, Stage.ACCEPTED, _utcnow(), route.capability))
         job = None
         if route.decision.mirror is not None and self.shadow is not None:
             job = self.shadow.begin(route, method, request, cid, prepared.content_length, has_body)
@@ -233,6 +246,8 @@ class ProxyApp:
                 return
             status = response.status
             self.metrics.observe_latency(upstream, time.perf_counter() - started)
+            if entity is not None and self.ledger is not None and 200 <= status < 300:
+                self.ledger(StageEvent(cid, entity, Stage.APPLIED, _utcnow(), route.capability))
             if job is None:
                 await self._stream(response, send, cid)
             else:
@@ -245,6 +260,13 @@ class ProxyApp:
                 self.metrics.count_request(capability, route.decision.target, status)
             if self._access_log:
                 self._log_access(scope, path, capability, upstream, status, started, cid)
+
+    def _entity_key(self, route: Route, headers: Any, query: bytes) -> str:
+        """The changed entity's key: the capability's `entity_key` spec, else the first path parameter."""
+        cap = self.config.capabilities[route.capability] if route.capability else None
+        if cap is not None and cap.entity_key:
+            return request_key(cap.entity_key, route.params, headers, query) or ""
+        return next(iter(route.params.values()), "")
 
     async def _send(
         self, client: UpstreamClient, upstream: str, request: UpstreamRequest, body: BodyStream | None

@@ -33,13 +33,15 @@ class CapabilityConfig(Model):
     mode: Mode = Mode.LEGACY
     percent: float = Field(0.0, ge=0, le=100)
     sticky: str | None = None
+    entity_key: str | None = Field(None, description="where a change's entity key is: path:NAME | header:NAME | "
+                                                    "query:NAME (default: the route's first path parameter)")
     unkeyed: Literal["legacy", "random"] = "legacy"
     max_request_body: ByteSize | None = None
     shadow: ShadowConfig = ShadowConfig()
     compare: CompareConfig = CompareConfig()
     gate: GateConfig = GateConfig()
 
-    @field_validator("sticky")
+    @field_validator("sticky", "entity_key")
     @classmethod
     def _sticky(cls, value: str | None) -> str | None:
         if value is not None and not _STICKY.fullmatch(value):

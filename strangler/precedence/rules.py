@@ -1,0 +1,130 @@
+"""Source-of-authority rules and conflict resolution, as pure functions.
+
+`resolve` decides, for one field group of one entity, which side's value stands when legacy and new
+disagree, given the migration phase. There is no implicit last-write-wins: `latest-effective-time`
+must be chosen explicitly, and without both effective times it reports instead of guessing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from strangler.precedence.config import EntityRule, FieldGroup, FollowCapability, PrecedenceConfig
+from strangler.routing.modes import Mode
+from strangler.shadow.compare import PointerSet
+
+Side = Literal["legacy", "new"]
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """One side's value of a field group, with its effective (business) time when the source has one."""
+
+    value: Any
+    effective_time: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    winner: Side | None  # None: nobody wins automatically (reported or rejected)
+    classification: str  # match | regression | conflict | rejected | unknown-authority
+    authority: Side | None
+    explanation: str
+
+
+def serving_side(mode: Mode) -> Side:
+    """The side that answers for a capability in `mode` (canary: legacy is the system of record)."""
+    return "new" if mode in (Mode.NEW, Mode.NEW_ONLY) else "legacy"
+
+
+def authority_of(group: FieldGroup, modes: Mapping[str, Mode]) -> Side | None:
+    """The authoritative side for `group` now; None when it follows a capability whose mode is unknown."""
+    if isinstance(group.authority, FollowCapability):
+        mode = modes.get(group.authority.follow)
+        return serving_side(mode) if mode is not None else None
+    return group.authority
+
+
+def resolve(group: FieldGroup | None, legacy: Versioned, new: Versioned, modes: Mapping[str, Mode]) -> Resolution:
+    if legacy.value == new.value:
+        return Resolution("legacy", "match", authority_of(group, modes) if group else None, "both sides agree")
+    if group is None:
+        return Resolution(None, "unknown-authority", None, "no precedence rule covers this field")
+    authority = authority_of(group, modes)
+    if authority is None:
+        return Resolution(None, "unknown-authority", None,
+                          f"authority follows an unknown capability {group.authority!r}")
+    other: Side = "new" if authority == "legacy" else "legacy"
+    strategy = group.conflict
+    if strategy == "report":
+        return Resolution(None, "conflict", authority,
+                          f"{authority} is authoritative; {other} differs (strategy: report, no automatic winner)")
+    if strategy == "authority-wins":
+        return Resolution(authority, "regression", authority, f"{authority} is authoritative and wins; {other} differs")
+    if strategy == "reject":
+        return Resolution(
+            None, "rejected", authority, f"conflicting values are rejected ({authority} is authoritative)"
+        )
+    lt, nt = legacy.effective_time, new.effective_time
+    if lt is None or nt is None:
+        return Resolution(None, "conflict", authority,
+                          "latest-effective-time needs both effective times; one is missing, so this is reported")
+    if lt == nt:
+        return Resolution(authority, "conflict", authority, f"equal effective times; {authority} (authority) wins")
+    winner: Side = "legacy" if lt > nt else "new"
+    return Resolution(winner, "conflict", authority, f"{winner} has the later effective time and wins")
+
+
+def classify_difference(
+    rules: PrecedenceRules, capability: str, path: str, serving: Side
+) -> str:
+    """How a response difference of `capability` at `path` counts: `regression` when a rule (or, for a
+    capability no entity claims, the serving side) is authoritative, else `unknown-authority`."""
+    entity = rules.by_capability.get(capability)
+    if entity is None:
+        return "regression"  # no entity declared for this capability: the serving side is authoritative
+    return "regression" if rules.group_for(entity, path) is not None else "unknown-authority"
+
+
+class PrecedenceRules:
+    """Looks up the field group of a field of an entity; built once from the configuration."""
+
+    def __init__(self, config: PrecedenceConfig) -> None:
+        self.config = config
+        self._groups: dict[str, list[tuple[PointerSet, FieldGroup, str]]] = {
+            entity: [(PointerSet(group.fields), group, name) for name, group in rule.groups.items()]
+            for entity, rule in config.entities.items()
+        }
+        self.by_capability: dict[str, str] = {
+            rule.capability: entity for entity, rule in config.entities.items() if rule.capability is not None
+        }
+
+    def entity(self, name: str) -> EntityRule | None:
+        return self.config.entities.get(name)
+
+    def group_for(self, entity: str, path: str) -> FieldGroup | None:
+        for patterns, group, _ in self._groups.get(entity, ()):
+            if patterns.covers(path):
+                return group
+        return None
+
+    def uncovered(self, entity: str, paths: list[str]) -> list[str]:
+        """The compared fields of `entity` that no rule covers (the configuration check lists them)."""
+        return [p for p in paths if self.group_for(entity, p) is None]
+
+
+def response_classifier(
+    expected: Mapping[str, PointerSet], rules: PrecedenceRules
+) -> Callable[[str, str, str], str]:
+    """The shadow comparison's authority port: `expected` for declared differences, else by precedence."""
+
+    def classify(capability: str, path: str, serving: str) -> str:
+        patterns = expected.get(capability)
+        if patterns is not None and patterns.covers(path):
+            return "expected"
+        return classify_difference(rules, capability, path, "new" if serving == "new" else "legacy")
+
+    return classify
