@@ -3,25 +3,49 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic import AfterValidator, ByteSize, Field, SecretStr, field_validator
 
 from strangler.model import ConfigModel as Model
 
 
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` or `[V6]:PORT` -> (host, port); ValueError says what was expected."""
+    expected = f"expected HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080), got {value!r}"
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise ValueError(expected)
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        # an IPv6 address needs brackets, or its last group could be read as the port
+        if not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(expected)
         host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{expected}: {host!r} is not an IPv6 address") from None
+    elif any(c.isspace() or c in "/[]@" for c in host):
+        raise ValueError(expected)
     return host, int(port)
 
 
 def _listen(value: str) -> str:
     parse_listen(value)
+    return value
+
+
+def _admin_token(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("a token must be at least 16 characters long")
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"expected an IP address or CIDR network, got {value!r}") from None
     return value
 
 
@@ -48,20 +72,13 @@ class UpstreamConfig(Model):
 
 class AdminConfig(Model):
     listen: str = "127.0.0.1:9901"
-    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # checked one by one, so that an error's key path names the token: admin.tokens.NAME
+    tokens: dict[str, Annotated[SecretStr, AfterValidator(_admin_token)]] = Field(default_factory=dict)
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         return _listen(value)
-
-    @field_validator("tokens")
-    @classmethod
-    def _tokens(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, token in value.items():
-            if len(token.get_secret_value()) < 16:
-                raise ValueError(f"token {name!r} is shorter than 16 characters")
-        return value
 
 
 class LimitsConfig(Model):
@@ -81,7 +98,7 @@ class GatewayConfigMixin(Model):
     listen: str = "127.0.0.1:8080"
     workers: int = Field(2, ge=1, le=64)
     admin: AdminConfig = AdminConfig()
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     default_upstream: str | None = None
     limits: LimitsConfig = LimitsConfig()
@@ -92,13 +109,3 @@ class GatewayConfigMixin(Model):
     @classmethod
     def _listen(cls, value: str) -> str:
         return _listen(value)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"expected an IP address or CIDR network, got {item!r}") from None
-        return value
