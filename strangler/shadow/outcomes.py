@@ -1,0 +1,172 @@
+"""Outcome comparison: what each side actually did to its data, compared under the precedence rules.
+
+Domain events from the legacy side (through CDC) and from the new service are joined by entity key and
+event family within a window (by correlation id when both carry one) and their payloads compared field
+by field; each difference is resolved by the entity's precedence rule. An event still unmatched when
+its window closes is a `missing` outcome. Pure: events and `now` in, results out; duplicates (same
+event id) are ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from strangler.events.model import DomainEvent
+from strangler.precedence.rules import PrecedenceRules, Resolution, Versioned, resolve
+from strangler.routing.modes import Mode
+from strangler.shadow.compare import CapturedResponse, Comparator, FieldDifference
+from strangler.shadow.config import CompareConfig
+
+Side = Literal["legacy", "new"]
+_EMPTY = CompareConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOutcome:
+    path: str
+    legacy: Any
+    new: Any
+    resolution: Resolution
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeResult:
+    kind: Literal["match", "divergence", "missing"]
+    aggregate_type: str
+    aggregate_id: str
+    family: str
+    legacy: DomainEvent | None
+    new: DomainEvent | None
+    fields: tuple[FieldOutcome, ...] = field(default=())
+
+    @property
+    def correlation_id(self) -> str | None:
+        for event in (self.legacy, self.new):
+            if event is not None and event.correlation_id:
+                return event.correlation_id
+        return None
+
+    @property
+    def missing_side(self) -> Side | None:
+        if self.kind != "missing":
+            return None
+        return "new" if self.new is None else "legacy"
+
+
+@dataclass(slots=True)
+class _Pending:
+    side: Side
+    event: DomainEvent
+    arrived: dt.datetime
+    key: tuple[str, str, str]
+    done: bool = False
+
+
+class OutcomeJoiner:
+    def __init__(
+        self,
+        rules: PrecedenceRules,
+        *,
+        window: dt.timedelta,
+        modes: Callable[[], Mapping[str, Mode]],
+        families: Mapping[str, str] | None = None,
+        compare: CompareConfig | None = None,
+        remember: int = 200_000,
+    ) -> None:
+        self.rules = rules
+        self.window = window
+        self.modes = modes
+        self.families = dict(families or {})
+        self.comparator = Comparator(compare or _EMPTY)
+        self._pending: dict[tuple[str, str, str], deque[_Pending]] = {}
+        self._by_arrival: deque[_Pending] = deque()  # arrival order, for expiry without a scan
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    def family(self, event: DomainEvent) -> str:
+        return self.families.get(event.event_type, event.event_type)
+
+    def add(self, side: Side, event: DomainEvent, now: dt.datetime) -> list[OutcomeResult]:
+        """Take one side's event; returns the outcome when it completes a pair (and expired ones)."""
+        results = self.expire(now)
+        if self._duplicate(side, event):
+            return results
+        key = (event.aggregate_type, event.aggregate_id, self.family(event))
+        queue = self._pending.setdefault(key, deque())
+        partner = self._partner(queue, side, event)
+        if partner is None:
+            item = _Pending(side, event, now, key)
+            queue.append(item)
+            self._by_arrival.append(item)
+            return results
+        partner.done = True
+        queue.remove(partner)
+        if not queue:
+            del self._pending[key]
+        legacy, new = (event, partner.event) if side == "legacy" else (partner.event, event)
+        results.append(self.compare(legacy, new))
+        return results
+
+    def expire(self, now: dt.datetime) -> list[OutcomeResult]:
+        """Events whose window closed without a partner: `missing` outcomes."""
+        results = []
+        while self._by_arrival and now - self._by_arrival[0].arrived > self.window:
+            item = self._by_arrival.popleft()
+            if item.done:
+                continue
+            queue = self._pending[item.key]
+            queue.remove(item)
+            if not queue:
+                del self._pending[item.key]
+            legacy = item.event if item.side == "legacy" else None
+            new = item.event if item.side == "new" else None
+            results.append(OutcomeResult("missing", item.key[0], item.key[1], item.key[2], legacy, new))
+        return results
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+    def compare(self, legacy: DomainEvent, new: DomainEvent) -> OutcomeResult:
+        entity = legacy.aggregate_type
+        modes = self.modes()
+        outcomes = []
+        for diff in self._differences(legacy.payload, new.payload):
+            group = self.rules.group_for(entity, diff.path)
+            resolution = resolve(group, Versioned(diff.primary, legacy.effective_time),
+                                 Versioned(diff.other, new.effective_time), modes)
+            outcomes.append(FieldOutcome(diff.path, diff.primary, diff.other, resolution))
+        kind: Literal["match", "divergence"] = "divergence" if outcomes else "match"
+        return OutcomeResult(kind, entity, legacy.aggregate_id, self.family(legacy), legacy, new, tuple(outcomes))
+
+    def _differences(self, legacy: dict[str, Any], new: dict[str, Any]) -> list[FieldDifference]:
+        a = CapturedResponse(200, {}, orjson.dumps(legacy, option=orjson.OPT_SORT_KEYS), "application/json")
+        b = CapturedResponse(200, {}, orjson.dumps(new, option=orjson.OPT_SORT_KEYS), "application/json")
+        return self.comparator.compare(a, b)
+
+    def _duplicate(self, side: Side, event: DomainEvent) -> bool:
+        marker = f"{side}:{event.event_id}"
+        if marker in self._seen:
+            return True
+        self._seen[marker] = None
+        if len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        return False
+
+    @staticmethod
+    def _partner(queue: deque[_Pending], side: Side, event: DomainEvent) -> _Pending | None:
+        others = [p for p in queue if p.side != side]
+        if not others:
+            return None
+        if event.correlation_id:
+            for p in others:
+                if p.event.correlation_id == event.correlation_id:
+                    return p
+            if all(p.event.correlation_id for p in others):
+                return None  # every candidate belongs to another request
+        return others[0]
