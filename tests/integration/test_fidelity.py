@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import uuid
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from tests.support.echo import EchoUpstream, header_values, pattern_sha256
 from tests.support.gateway import GatewayProcess
 from tests.support.raw_upstream import RawUpstream
+from tests.support.rawhttp import parse_responses
 from tests.support.rawhttp import request as raw_request
 
 pytestmark = pytest.mark.integration
@@ -262,3 +264,61 @@ def test_correlation_id_is_generated_when_absent(client: httpx.Client) -> None:
     assert header_values(first.json(), "x-correlation-id") == [cid.encode()]
     assert second.headers["x-correlation-id"] != cid
 
+
+
+def test_repeated_headers_keep_their_order_both_ways(client: httpx.Client, canned_upstream: RawUpstream) -> None:
+    sent = [("X-A", "1"), ("X-B", "x"), ("X-A", "2"), ("Cookie", "a=1"), ("Cookie", "b=2")]
+    record = client.get("/repeated", headers=sent).json()
+    assert [(k, v) for k, v in record["headers"] if k in ("x-a", "x-b", "cookie")] == [
+        (k.lower(), v) for k, v in sent
+    ]
+    canned_upstream.response = (
+        b"HTTP/1.1 404 Not Found\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\nContent-Length: 4\r\n"
+        b"Connection: close\r\n\r\nnope"
+    )
+    response = client.get("/canned/repeated")
+    assert (response.status_code, response.content) == (404, b"nope")
+    assert [v for k, v in response.headers.raw if k == b"set-cookie"] == [b"a=1; Path=/", b"b=2"]
+
+
+def test_head_response_keeps_content_length_and_has_no_body(client: httpx.Client) -> None:
+    head = client.head("/head", headers={"x-echo-download": "1000"})
+    assert head.status_code == 200
+    assert head.headers["content-length"] == "1000"
+    assert head.content == b""
+    assert client.get("/head").status_code == 200  # and the connection is still in step
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(gateway: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"hello")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    response = parse_responses(received)[0]
+    assert response.status == 200
+    record = orjson.loads(response.body)
+    assert record["body_length"] == 5
+    assert "expect" not in {name for name, _ in record["headers"]}
+
+
+@pytest.mark.parametrize(
+    "upstream_response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_response_the_upstream_breaks_off_is_not_completed_for_the_client(
+    client: httpx.Client, canned_upstream: RawUpstream, upstream_response: bytes
+) -> None:
+    # the status line is gone already: the client must see an incomplete message, never a shorter "whole" one
+    canned_upstream.response = upstream_response
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get("/canned/broken")

@@ -108,6 +108,9 @@ def test_sigterm_drains_in_flight_requests_then_exits(
     while not connection_refused(gateway.port) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert connection_refused(gateway.port), "new connections are still accepted while draining"
+    readiness = httpx.get(f"{gateway.admin_url}/readyz", timeout=2)
+    assert readiness.status_code == 503
+    assert readiness.json()["draining"] is True
     assert gateway.process is not None
     assert gateway.process.poll() is None, "the process exited before the in-flight request finished"
 
