@@ -24,11 +24,13 @@ from strangler.gateway.admin import build_admin_app
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
 from strangler.maturity.admin_api import maturity_routes
+from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
 from strangler.maturity.store import SqlLedgerStore
 from strangler.precedence.rules import PrecedenceRules, response_classifier
 from strangler.routing.admin_api import flag_routes
 from strangler.routing.metrics import FlagMetrics
+from strangler.routing.modes import Mode
 from strangler.routing.refresh import FlagCache, FlagRefresher
 from strangler.routing.router import initial_flags
 from strangler.routing.service import FlagService
@@ -38,6 +40,8 @@ from strangler.shadow.compare import PointerSet
 from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.mirror import Shadow
+from strangler.shadow.outcome_service import OutcomeService, OutcomeStore, outcome_routes
+from strangler.shadow.outcomes import OutcomeJoiner
 from strangler.shadow.store import SqlDivergenceStore
 from strangler.shadow.writer import BatchWriter
 from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
@@ -130,6 +134,30 @@ class RetentionPass:
                 log.info("retention pass deleted %d rows", deleted)
 
 
+def build_outcomes(
+    config: StranglerConfig, engine: Engine, flags: FlagCache, ledger: Callable[[StageEvent], None]
+) -> tuple[OutcomeService, BatchWriter[Any]]:
+    """The outcome comparison: joiner under the precedence rules, results to the store and the ledger."""
+    settings = config.outcomes
+    rules = PrecedenceRules(config.precedence)
+
+    def capability_of(aggregate_type: str) -> str:
+        cap = settings.capabilities.get(aggregate_type)
+        if cap is None:
+            rule = config.precedence.entities.get(aggregate_type)
+            cap = rule.capability if rule is not None else None
+        return cap or f"entity:{aggregate_type}"
+
+    def modes() -> dict[str, Mode]:
+        return {name: flags.flag(name).mode for name in config.capabilities}
+
+    joiner = OutcomeJoiner(rules, window=dt.timedelta(seconds=settings.window), modes=modes,
+                           families=settings.families, compare=settings.compare)
+    writer: BatchWriter[Any] = BatchWriter(OutcomeStore(engine, capability_of))
+    service = OutcomeService(joiner, writer.submit, ledger, utcnow, kafka=settings.kafka)
+    return service, writer
+
+
 @dataclass
 class AdminParts:
     app: Any
@@ -148,6 +176,8 @@ def build_admin(
     divergences = SqlDivergenceStore(engine)
     evidence = ShadowEvidence(divergences, config.capabilities, utcnow)
     ledger = SqlLedgerStore(engine)
+    ledger_writer = BatchWriter(ledger)
+    outcomes, outcome_writer = build_outcomes(config, engine, cache, ledger_writer.submit)
     service = FlagService(config.capabilities, store, evidence)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
@@ -163,7 +193,11 @@ def build_admin(
             *flag_routes(service, cache, refresher),
             *shadow_routes(evidence),
             *maturity_routes(ledger, config.maturity, utcnow),
+            *outcome_routes(outcomes),
         ],
     )
     monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)
-    return AdminParts(app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor])
+    return AdminParts(
+        app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, ledger_writer, outcome_writer,
+                            outcomes]
+    )

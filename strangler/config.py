@@ -24,7 +24,7 @@ from strangler.maturity.config import MaturityConfig
 from strangler.precedence.config import FollowCapability, PrecedenceConfig
 from strangler.routing.config import CapabilityConfig, FlagsConfig
 from strangler.routing.routes import parse_route, templates_overlap
-from strangler.shadow.config import DivergenceStoreConfig
+from strangler.shadow.config import DivergenceStoreConfig, OutcomesConfig
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -41,6 +41,7 @@ class StranglerConfig(GatewayConfigMixin):
     divergence_store: DivergenceStoreConfig = DivergenceStoreConfig()
     precedence: PrecedenceConfig = PrecedenceConfig()
     maturity: MaturityConfig = MaturityConfig()
+    outcomes: OutcomesConfig = OutcomesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> StranglerConfig:
@@ -65,6 +66,9 @@ class StranglerConfig(GatewayConfigMixin):
                 if isinstance(group.authority, FollowCapability) and group.authority.follow not in self.capabilities:
                     raise _KeyProblem(("precedence", "entities", entity, "groups", group_name, "authority", "follow"),
                                       f"unknown capability {group.authority.follow!r}")
+        for aggregate, cap_name in self.outcomes.capabilities.items():
+            if cap_name not in self.capabilities:
+                raise _KeyProblem(("outcomes", "capabilities", aggregate), f"unknown capability {cap_name!r}")
         seen: list[tuple[str, int, Any]] = []
         for cap_name, cap in self.capabilities.items():
             for i, text in enumerate(cap.routes):
@@ -117,9 +121,8 @@ def load_config_text(text: str, source: str = "<config>", env: Mapping[str, str]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
         problem = f"not valid YAML: character #x{exc.character:04x} is not allowed"
-        raise ConfigError(source, [("", problem, line)]) from None
+        raise ConfigError(source, [("", problem, text.count("\n", 0, exc.position) + 1)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

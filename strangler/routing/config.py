@@ -24,6 +24,8 @@ class GateConfig(Model):
     min_samples: int = Field(200, ge=0)
     max_divergence_rate: float = Field(0.01, ge=0, le=1)
     window: float = Field(3600.0, gt=0, description="seconds of recent comparisons the gate looks at")
+    outcome_min_samples: int = Field(0, ge=0, description="outcome comparisons required too (0: not required)")
+    outcome_max_divergence_rate: float = Field(0.01, ge=0, le=1)
 
 
 class CapabilityConfig(Model):

@@ -19,10 +19,16 @@ class Evidence:
 
     samples: int
     divergent: int
+    outcome_samples: int = 0  # outcome comparisons (both sides' domain events), when the gate asks for them
+    outcome_divergent: int = 0
 
     @property
     def rate(self) -> float:
         return self.divergent / self.samples if self.samples else 0.0
+
+    @property
+    def outcome_rate(self) -> float:
+        return self.outcome_divergent / self.outcome_samples if self.outcome_samples else 0.0
 
 
 class GateEvidence(Protocol):
@@ -65,7 +71,11 @@ def judge_change(
     current: RoutingFlag, mode: Mode, percent: float, gate: GateConfig, evidence: Evidence, force: bool
 ) -> GateDecision:
     forward = is_forward(current, mode, percent)
-    met = evidence.samples >= gate.min_samples and evidence.rate <= gate.max_divergence_rate
+    outcomes_met = gate.outcome_min_samples == 0 or (
+        evidence.outcome_samples >= gate.outcome_min_samples
+        and evidence.outcome_rate <= gate.outcome_max_divergence_rate
+    )
+    met = evidence.samples >= gate.min_samples and evidence.rate <= gate.max_divergence_rate and outcomes_met
     if not forward:
         explanation = "moving back (or staying) is always allowed"
     elif met:
@@ -79,6 +89,9 @@ def judge_change(
             why.append(f"{evidence.samples} samples < {gate.min_samples} required")
         if evidence.rate > gate.max_divergence_rate:
             why.append(f"divergence rate {evidence.rate:.4f} > {gate.max_divergence_rate}")
+        if not outcomes_met:
+            why.append(f"outcomes: {evidence.outcome_samples} compared (need {gate.outcome_min_samples}), "
+                       f"divergence rate {evidence.outcome_rate:.4f} (max {gate.outcome_max_divergence_rate})")
         explanation = "gate not met: " + "; ".join(why) + (" (forced)" if force else "")
     return GateDecision(
         allowed=not forward or met or force,

@@ -58,3 +58,23 @@ class DivergenceStoreConfig(Model):
     retention_days: float = Field(14.0, gt=0)
     max_rows: int = Field(2_000_000, ge=1000, description="newest rows kept per table")
     prune_interval: float = Field(300.0, gt=0, description="seconds between retention passes")
+
+
+class OutcomeKafkaConfig(Model):
+    bootstrap_servers: str
+    legacy_topics: list[str] = Field(default_factory=list, description="domain events of the legacy side")
+    new_topics: list[str] = Field(default_factory=list, description="the new service's own domain events")
+    group_id: str = "strangler-outcomes"
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class OutcomesConfig(Model):
+    """Outcome comparison (`outcomes` at the top level): both sides' domain events, joined and compared."""
+
+    window: float = Field(30.0, gt=0, description="seconds to wait for the other side's event")
+    families: dict[str, str] = Field(default_factory=dict, description="event type -> family, to pair "
+                                                                       "differently named event types")
+    compare: CompareConfig = CompareConfig()
+    capabilities: dict[str, str] = Field(default_factory=dict, description="aggregate type -> capability whose "
+                                                                           "report and gate these results join")
+    kafka: OutcomeKafkaConfig | None = None

@@ -35,4 +35,6 @@ class ShadowEvidence:
 
     def evidence(self, capability: str) -> Evidence:
         summary = self.summary(capability)
-        return Evidence(summary.comparisons, summary.divergent)
+        o = summary.outcomes
+        return Evidence(summary.comparisons, summary.divergent, outcome_samples=sum(o.values()),
+                        outcome_divergent=o.get("divergence", 0) + o.get("missing", 0))

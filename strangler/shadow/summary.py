@@ -45,6 +45,7 @@ class CapabilitySummary:
     fields: list[RouteFieldStat] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)  # match / divergence / missing counts
 
     @property
     def divergence_rate(self) -> float:
@@ -62,6 +63,7 @@ class CapabilitySummary:
             "fields": [f.as_dict() for f in self.fields],
             "latency_ms": self.latency_ms,
             "timeline": self.timeline,
+            "outcomes": self.outcomes,
         }
 
 
@@ -90,7 +92,11 @@ def summarize(
     candidates: list[ComparisonRow] = []
     failures: Counter[str] = Counter()
     latency: dict[str, list[float]] = {"legacy": [], "new": []}
+    outcomes: Counter[str] = Counter()
     for row in rows:
+        if row.kind == "outcome":  # outcome comparisons: their result is in `outcome`
+            outcomes[row.outcome] += 1
+            continue
         if row.outcome != "compared":
             failures[row.outcome] += 1
             continue
@@ -128,6 +134,7 @@ def summarize(
         slot[1] += divergent
     summary.noise_samples = sum(noise_samples.values())
     summary.mirror_failures = dict(failures)
+    summary.outcomes = {k: outcomes.get(k, 0) for k in ("match", "divergence", "missing")}
     summary.latency_ms = {
         side: {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99), "count": len(values)}
         for side, values in latency.items()
