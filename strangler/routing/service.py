@@ -1,6 +1,9 @@
 """Flag changes as one operation: validate, judge the gate on fresh evidence, store with its audit row.
 
 Shared by the admin API and anything else that flips flags; raises the errors in `routing.errors`.
+The evidence is read outside the store's write transaction (and only for a forward move): reading it
+inside would hold one connection while asking the pool for another, and on SQLite wait for the write
+lock the transaction itself holds.
 """
 
 from __future__ import annotations
@@ -9,9 +12,13 @@ from collections.abc import Mapping
 
 from strangler.routing.config import CapabilityConfig
 from strangler.routing.errors import InvalidChange, UnknownCapability
-from strangler.routing.gate import GateDecision, GateEvidence, judge_change
+from strangler.routing.gate import Evidence, GateDecision, GateEvidence, is_forward, judge_change
 from strangler.routing.modes import Mode, RoutingFlag
 from strangler.routing.store import FlagChange, FlagStore, StoredFlag
+
+
+class _EvidenceNeeded(Exception):
+    """The move is forward and no evidence was read yet: read it outside the transaction and try again."""
 
 
 class FlagService:
@@ -45,7 +52,18 @@ class FlagService:
                 raise InvalidChange("mode", "canary needs 'sticky' (or unkeyed: random) in the capability's config")
         value = float(percent) if mode is Mode.CANARY and percent is not None else 0.0
 
-        def judge(current: RoutingFlag) -> GateDecision:
-            return judge_change(current, mode, value, cap.gate, self.evidence.evidence(capability), force)
+        evidence: Evidence | None = None
 
-        return self.store.change(capability, FlagChange(mode, value, reason.strip(), actor), expected_version, judge)
+        def judge(current: RoutingFlag) -> GateDecision:
+            if evidence is None:
+                if is_forward(current, mode, value):
+                    raise _EvidenceNeeded()
+                return judge_change(current, mode, value, cap.gate, Evidence(0, 0), force)
+            return judge_change(current, mode, value, cap.gate, evidence, force)
+
+        change = FlagChange(mode, value, reason.strip(), actor)
+        try:
+            return self.store.change(capability, change, expected_version, judge)
+        except _EvidenceNeeded:
+            evidence = self.evidence.evidence(capability)
+        return self.store.change(capability, change, expected_version, judge)

@@ -149,7 +149,9 @@ class FlagStore(Protocol):
         """Apply `change` if `judge(current)` allows it, atomically with its audit row.
 
         Raises VersionConflict when `expected_version` is stale (or another writer won the race),
-        GateRefused when the judge refuses, StoreUnavailable when the store cannot be used.
+        GateRefused when the judge refuses, StoreUnavailable when the store cannot be used. `judge` runs
+        inside the write transaction: it must not use the store; whatever it raises propagates, nothing
+        written.
         """
         ...
 
@@ -215,8 +217,11 @@ class SqlFlagStore:
                         .where(flags_table.c.capability == capability, flags_table.c.version == current.version)
                         .values(**values)
                     )
-                    if result.rowcount != 1:
-                        raise VersionConflict(self._reread(capability))
+                    if result.rowcount != 1:  # another writer committed since our read: show its flag
+                        reread = conn.execute(
+                            select(flags_table).where(flags_table.c.capability == capability)
+                        ).mappings().first()
+                        raise VersionConflict(_flag(reread) if reread is not None else current)
                 conn.execute(
                     insert(audit_table).values(
                         capability=capability,

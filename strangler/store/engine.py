@@ -24,7 +24,8 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_immediate_transactions(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
+    if "poolclass" not in kwargs:  # a NullPool (migrations) takes no size
+        kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("connect_args", {"connect_timeout": 3})
     return create_engine(url, **kwargs)
 
