@@ -7,10 +7,11 @@ response. Anything the gateway answers itself is an RFC 9457 problem.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -60,7 +61,7 @@ class Lifecycle(Protocol):
 
 
 class ClientDisconnected(Exception):
-    """The client went away while its request body was being read."""
+    """The client went away while its request body was read or its response was sent."""
 
 
 class BodyStream:
@@ -99,6 +100,38 @@ class BodyStream:
                     self.tap(chunk)
                 return chunk
         raise StopAsyncIteration
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+
+async def _while_client_listens(
+    chunks: AsyncIterator[bytes], receive: Any, body: BodyStream | None
+) -> AsyncIterator[bytes]:
+    """`chunks`, or ClientDisconnected as soon as the client is gone.
+
+    uvicorn silently drops what is sent after a disconnect, so a long or endless response would keep the
+    upstream connection busy until the upstream ends it. From the second chunk on (most responses are one),
+    once the request body is read, a task waits for the client's `http.disconnect`.
+    """
+    watcher: asyncio.Task[None] | None = None
+    try:
+        async for chunk in chunks:
+            yield chunk
+            if watcher is None:
+                if body is None or body.complete:
+                    watcher = asyncio.create_task(_disconnect(receive))
+            elif watcher.done():
+                raise ClientDisconnected()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class ProxyApp:
@@ -248,10 +281,11 @@ class ProxyApp:
             self.metrics.observe_latency(upstream, time.perf_counter() - started)
             if entity is not None and self.ledger is not None and 200 <= status < 300:
                 self.ledger(StageEvent(cid, entity, Stage.APPLIED, _utcnow(), route.capability))
+            chunks = _while_client_listens(response.body(), receive, body)
             if job is None:
-                await self._stream(response, send, cid)
+                await self._stream(response, chunks, send, cid)
             else:
-                await self._stream_shadowed(response, send, cid, job)
+                await self._stream_shadowed(response, chunks, send, cid, job)
         finally:
             if job is not None:
                 job.finish(False)  # no-op when the response completed
@@ -286,7 +320,7 @@ class ProxyApp:
                 on_retry=lambda: self.metrics.retries.labels(upstream).inc(),
             )
 
-    async def _stream(self, response: UpstreamResponse, send: Any, cid: str) -> None:
+    async def _stream(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str) -> None:
         try:
             await send(
                 {
@@ -295,13 +329,17 @@ class ProxyApp:
                     "headers": filter_response_headers(response.headers, cid.encode()),
                 }
             )
-            async for chunk in response.body():
+            async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientDisconnected:
+            pass  # nobody to answer; closing the unfinished response drops the upstream connection
         finally:
             await response.close()
 
-    async def _stream_shadowed(self, response: UpstreamResponse, send: Any, cid: str, job: ShadowJob) -> None:
+    async def _stream_shadowed(
+        self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str, job: ShadowJob
+    ) -> None:
         """As `_stream`, handing the shadow job a copy of what passes (it never waits for the mirror)."""
         try:
             job.response_started(response.status, response.headers)
@@ -312,11 +350,13 @@ class ProxyApp:
                     "headers": filter_response_headers(response.headers, cid.encode()),
                 }
             )
-            async for chunk in response.body():
+            async for chunk in chunks:
                 job.capture_response(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             job.finish(True)
+        except ClientDisconnected:
+            pass  # as in `_stream`; the job is finished as incomplete by the caller
         finally:
             await response.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 import uuid
 
 import httpx
@@ -322,3 +323,22 @@ def test_response_the_upstream_breaks_off_is_not_completed_for_the_client(
     canned_upstream.response = upstream_response
     with pytest.raises(httpx.RemoteProtocolError):
         client.get("/canned/broken")
+
+
+def test_client_that_goes_away_mid_response_releases_the_upstream(
+    gateway: GatewayProcess, legacy_echo: EchoUpstream
+) -> None:
+    # uvicorn drops what is sent after a disconnect without telling: the gateway must notice by itself,
+    # or a long (or endless) response keeps the upstream busy until it ends
+    drip_id = uuid.uuid4().hex.encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"GET /drip HTTP/1.1\r\nHost: x\r\nx-echo-drip: 500\r\nx-drip-id: " + drip_id + b"\r\n\r\n")
+        received = b""
+        while received.count(b"d" * 1024) < 3:
+            received += sock.recv(65536)
+    deadline = time.monotonic() + 3
+    while not legacy_echo.drips[drip_id].get("disconnected") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    progress = legacy_echo.drips[drip_id]
+    assert progress["disconnected"] is True
+    assert progress["sent"] < 200

@@ -7,6 +7,8 @@ The answer is `{"server", "method", "raw_path", "query_string", "headers", "body
     x-echo-delay: SECONDS      answer after sleeping (the body is read first)
     x-echo-download: N         answer N bytes of `pattern(N)` instead of JSON (with Content-Length)
     x-echo-chunked: 1          leave Content-Length out, so that the response is chunked
+    x-echo-drip: N             answer N chunks of 1 KiB, one every 20 ms, chunked; stop when the peer goes
+                               away (the count sent is kept in `drips`, keyed by the x-drip-id header)
     x-reflect-NAME: VALUE      add the response header NAME: VALUE, bytes as received
 """
 
@@ -92,6 +94,7 @@ class EchoUpstream:
         self.name = name
         self.count = 0
         self.records: list[dict[str, Any]] = []
+        self.drips: dict[bytes, dict[str, Any]] = {}
         self._server = ThreadedUvicorn(self)
 
     @property
@@ -145,6 +148,10 @@ class EchoUpstream:
         reply = [(k[len(b"x-reflect-") :], v) for k, v in headers if k.startswith(b"x-reflect-")]
         if b"delay" in controls:
             await asyncio.sleep(float(controls[b"delay"]))
+        if b"drip" in controls:
+            drip_id = dict(headers).get(b"x-drip-id", b"")
+            await self._drip(receive, send, int(controls[b"drip"]), self.drips.setdefault(drip_id, {}))
+            return
         if b"download" in controls:
             await self._download(send, int(controls[b"download"]), reply, chunked=b"chunked" in controls)
             return
@@ -154,6 +161,22 @@ class EchoUpstream:
             reply.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": reply})
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _drip(receive: Any, send: Any, n: int, progress: dict[str, Any]) -> None:
+        progress.update(sent=0, disconnected=False, finished=False)
+        gone = asyncio.create_task(receive())  # the body is read: the next message is http.disconnect
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(n):
+            if gone.done():
+                progress["disconnected"] = True
+                return
+            await send({"type": "http.response.body", "body": b"d" * 1024, "more_body": True})
+            progress["sent"] += 1
+            await asyncio.sleep(0.02)
+        gone.cancel()
+        await send({"type": "http.response.body", "body": b""})
+        progress["finished"] = True
 
     @staticmethod
     async def _download(send: Any, n: int, reply: list[tuple[bytes, bytes]], *, chunked: bool) -> None:
