@@ -1,20 +1,24 @@
 """The proxy benchmark: Strangler against nginx on loopback, in front of one static nginx upstream.
 
-Measured in one run, each with `wrk` at 1 and 50 connections, three times, medians reported:
-direct to the upstream, nginx as a reverse proxy, `strangler serve` (aiohttp upstream client) and the
-same gateway with an httpx upstream client (`HttpxUpstreamClient` below, served by an identical
-forked-uvicorn launcher). CPU per request is read from /proc for the proxy's whole process tree.
+Measured in one run, each with `wrk` at 1 and 50 connections, three times, medians reported: direct to
+the upstream; nginx as a reverse proxy; `strangler serve` (aiohttp upstream client); the same gateway
+with an httpx upstream client (`HttpxUpstreamClient` below); and two floors that show what the Python
+stack costs before any gateway logic (uvicorn answering by itself, and uvicorn with a bare aiohttp
+passthrough). Everything but `strangler serve` and nginx runs in `serve_forked`, which does what
+`strangler serve` does for its workers (one shared socket, forked uvicorn workers with the same
+settings, multiprocess metrics). CPU per request is read from /proc for each process tree.
 
     python bench/proxy.py                  # full run, prints a table, rewrites its section of bench/RESULTS.md
     python bench/proxy.py --duration 3 --repeats 1 --no-write      # quick look
     python bench/proxy.py --profile 10     # also py-spy the strangler workers under 50 connections
+    python bench/proxy.py --client mypkg.client:MyUpstreamClient   # also measure another UpstreamClient
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
+import importlib
 import multiprocessing
 import os
 import platform
@@ -50,6 +54,7 @@ PATH = "/static"
 BODY = ('{"id":42,"kind":"static","items":[1,2,3,4,5],"pad":"' + "x" * 100)[:98] + '"}'
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONNECTIONS = (1, 50)
+HTTPX_MARKER = "bench: httpx upstream client opened"
 
 TARGETS = {
     "throughput_share": 20.0,  # strangler req/s as % of nginx-proxy's at 50 connections, at least
@@ -102,6 +107,9 @@ class HttpxUpstreamClient:
         for name in ("user-agent", "accept", "accept-encoding"):  # as the aiohttp adapter skips them
             del client.headers[name]
         self._client = client
+        if not _HttpxOpenedMarker.printed:  # lets the benchmark check that this client is the one in use
+            _HttpxOpenedMarker.printed = True
+            print(HTTPX_MARKER, file=sys.stderr, flush=True)
         return client
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -123,21 +131,82 @@ class HttpxUpstreamClient:
             self._client = None
 
 
-def _httpx_worker(config: Any, sock: socket.socket) -> None:
+class _HttpxOpenedMarker:
+    printed = False
+
+
+def _load_client(spec: str) -> type[Any]:
+    if spec == "httpx":
+        return HttpxUpstreamClient
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+class PassthroughApp:
+    """The floor for a Python proxy: forward method, path and headers with aiohttp, stream the answer back."""
+
+    def __init__(self, upstream_url: str) -> None:
+        self._base = upstream_url.rstrip("/")
+        self._session: Any = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        import aiohttp
+        from yarl import URL
+
+        if scope["type"] != "http":
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in (b"host", b"connection")]
+        url = URL(self._base + scope["raw_path"].decode(), encoded=True)
+        resp = await self._session.request(scope["method"], url, headers=headers, allow_redirects=False)
+        try:
+            out = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in (b"connection", b"keep-alive")]
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            async for chunk in resp.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            resp.release()
+
+
+async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The server-side floor: uvicorn answering the static body itself."""
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": BODY.encode()})
+
+
+def _forked_worker(config: Any, sock: socket.socket, app_kind: str, client: str) -> None:
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from strangler.gateway.proxy import ProxyApp
     from strangler.gateway.server import uvicorn_config
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    clients = {name: HttpxUpstreamClient(name, up) for name, up in config.upstreams.items()}
-    app = ProxyApp(config, registry=CollectorRegistry(), clients=clients)
+    app: Any
+    if app_kind == "hello":
+        app = hello_app
+    elif app_kind == "passthrough":
+        app = PassthroughApp(config.upstreams[config.default_upstream].url)
+    else:
+        from strangler.app import build_proxy
+
+        app = build_proxy(config, CollectorRegistry())  # exactly what a `strangler serve` worker runs...
+        if client != "aiohttp":  # ...with the upstream clients swapped through the port
+            cls = _load_client(client)
+            app.clients = {name: cls(name, up) for name, up in config.upstreams.items()}
     uvicorn.Server(uvicorn_config(app, config)).run(sockets=[sock])
 
 
-def serve_httpx(config_path: str) -> int:
-    """`strangler serve` without the admin listener, with httpx clients: same socket, fork, uvicorn settings."""
+def serve_forked(config_path: str, app_kind: str, client: str) -> int:
+    """Serve `app_kind` the way `strangler serve` serves its workers, without the admin listener."""
     from prometheus_client import values
 
     from strangler.config import load_config
@@ -145,15 +214,24 @@ def serve_httpx(config_path: str) -> int:
 
     config = load_config(config_path)
     metrics_dir = tempfile.mkdtemp(prefix="strangler-bench-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as `strangler serve` does: same metrics cost
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as `strangler serve` does: the same metrics cost
     values.ValueClass = values.get_value_class()
     sock = bind_socket(config.listen)
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_httpx_worker, args=(config, sock), daemon=True) for _ in range(config.workers)]
+    workers = [
+        context.Process(target=_forked_worker, args=(config, sock, app_kind, client), daemon=True)
+        for _ in range(config.workers)
+    ]
     try:
         for worker in workers:
             worker.start()
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        # Blocked only now, so that the workers keep the default mask; then wait for a signal or a dead worker.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        while all(worker.is_alive() for worker in workers):
+            if signal.sigtimedwait({signal.SIGTERM, signal.SIGINT}, 0.5) is not None:
+                return 0
+        print("bench: a worker died; stopping", file=sys.stderr, flush=True)
+        return 1
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -163,7 +241,6 @@ def serve_httpx(config_path: str) -> int:
             if worker.is_alive():
                 worker.kill()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -197,6 +274,26 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = stat[stat.rindex(")") + 2 :].split()
             ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
     return ticks / CLK_TCK
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(user+nice+system, softirq+irq) of all CPUs from /proc/stat, in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system) / CLK_TCK, (irq + softirq) / CLK_TCK
+
+
+def wait_for_quiet(ours: list[int], max_wait: float, threshold: float = 0.25) -> float:
+    """Wait (at most `max_wait` s) until processes other than `ours` use under `threshold` cores; return theirs."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0, mine0, t0 = machine_cpu_seconds()[0], cpu_seconds(ours), time.monotonic()
+        time.sleep(1.0)
+        busy1, mine1, t1 = machine_cpu_seconds()[0], cpu_seconds(ours), time.monotonic()
+        others = max(0.0, (busy1 - busy0) - (mine1 - mine0)) / (t1 - t0)
+        if others < threshold or time.monotonic() >= deadline:
+            return others
+        print(f"  waiting for a quieter machine: other processes use {others:.2f} cores", flush=True)
 
 
 @dataclass
@@ -348,10 +445,18 @@ def start_strangler(workdir: Path, port: int, upstream_port: int) -> Service:
     return start_service("strangler-aiohttp", [strangler, "--log-level", "WARNING", "serve", "-c", str(conf)], workdir)
 
 
-def start_strangler_httpx(workdir: Path, port: int, upstream_port: int) -> Service:
-    conf = strangler_config(workdir, "strangler-httpx", port, upstream_port)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve-httpx", str(conf)]
-    return start_service("strangler-httpx", argv, workdir)
+@dataclass(frozen=True)
+class Forked:
+    """A configuration served by `serve_forked`: which app, which upstream client."""
+
+    app: str  # strangler | passthrough | hello
+    client: str = "aiohttp"  # aiohttp | httpx | MODULE:CLASS
+
+
+def start_forked(workdir: Path, name: str, what: Forked, port: int, upstream_port: int) -> Service:
+    conf = strangler_config(workdir, name, port, upstream_port)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve", str(conf), what.app, what.client]
+    return start_service(name, argv, workdir)
 
 
 # --- wrk ----------------------------------------------------------------------------------------------------
@@ -367,6 +472,8 @@ class WrkRun:
     proxy_cpu_us: float | None  # per request, the proxy's processes
     upstream_cpu_us: float  # per request, the upstream nginx
     wrk_cpu_us: float  # per request, wrk itself
+    others_cores: float  # CPU used meanwhile by processes not in the benchmark, in cores (noise)
+    softirq_cores: float  # interrupt and softirq time meanwhile (loopback's network stack runs there)
 
 
 _UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
@@ -401,15 +508,20 @@ def run_wrk(url: str, connections: int, duration: float, proxy: Service | None, 
     proxy_pids = proxy.pids if proxy else []
     upstream_pids = upstream.pids
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before, irq_before = machine_cpu_seconds()
+    started = time.monotonic()
     proxy_before, upstream_before = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
     proxy_after, upstream_after = cpu_seconds(proxy_pids), cpu_seconds(upstream_pids)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_after, irq_after = machine_cpu_seconds()
+    elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
     rps, p50, p99, requests, errors = parse_wrk(done.stdout)
     per = 1_000_000 / max(requests, 1)
     wrk_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    ours = (proxy_after - proxy_before) + (upstream_after - upstream_before) + wrk_cpu
     return WrkRun(
         rps=rps,
         p50_us=p50,
@@ -419,6 +531,8 @@ def run_wrk(url: str, connections: int, duration: float, proxy: Service | None, 
         proxy_cpu_us=(proxy_after - proxy_before) * per if proxy else None,
         upstream_cpu_us=(upstream_after - upstream_before) * per,
         wrk_cpu_us=wrk_cpu * per,
+        others_cores=max(0.0, (busy_after - busy_before) - ours) / elapsed,
+        softirq_cores=(irq_after - irq_before) / elapsed,
     )
 
 
@@ -435,9 +549,24 @@ class Measurement:
 
 # --- profile ------------------------------------------------------------------------------------------------
 
+# Where a sample's time goes: the nearest frame (from the leaf up) that is not the standard library.
+COMPONENTS = (
+    ("strangler/", "strangler (gateway, routing, headers)"),
+    ("prometheus_client/", "prometheus_client (multiprocess metrics)"),
+    ("aiohttp/", "aiohttp client"),
+    ("yarl/", "aiohttp client"),
+    ("multidict/", "aiohttp client"),
+    ("httpx/", "httpx client"),
+    ("httpcore/", "httpx client"),
+    ("h11/", "httpx client"),
+    ("anyio/", "httpx client"),
+    ("uvicorn/", "uvicorn server (incl. its socket writes)"),
+    ("asyncio/runners.py", "event loop (uvloop: polling, reads, callbacks)"),
+)
+
 
 def profile_workers(service: Service, url: str, upstream: Service, seconds: float, workdir: Path) -> str:
-    """py-spy the proxy's workers under 50 connections; return a summary of where their time goes."""
+    """py-spy (GIL holders only, so idle threads drop out) the workers under 50 connections; summarise."""
     spy = shutil.which("py-spy")
     if spy is None:
         return "py-spy is not installed (`pip install py-spy`); no profile taken."
@@ -445,10 +574,10 @@ def profile_workers(service: Service, url: str, upstream: Service, seconds: floa
     spies = []
     for pid in workers:
         out = workdir / f"profile-{pid}.txt"
-        argv = [spy, "record", "-p", str(pid), "-d", f"{seconds:g}", "-r", "200", "-f", "raw", "-o", str(out), "-n"]
+        argv = [spy, "record", "-p", str(pid), "-d", f"{seconds:g}", "-r", "250", "--gil", "-f", "raw", "-o", str(out)]
         spies.append((out, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(0.5)
-    run_wrk(url, 50, seconds, service, upstream)
+    run = run_wrk(url, 50, seconds, service, upstream)
     stacks: Counter[str] = Counter()
     for out, proc in spies:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -461,19 +590,31 @@ def profile_workers(service: Service, url: str, upstream: Service, seconds: floa
                 stack, _, count = line.rpartition(" ")
                 if count.isdigit():
                     stacks[stack] += int(count)
-    return summarize_profile(stacks)
+    head = f"{run.rps:.0f} req/s, {_fmt(run.proxy_cpu_us)} µs CPU/request while profiled (py-spy slows it)"
+    return head + "\n" + summarize_profile(stacks)
 
 
-def _frame(frame: str) -> str:
-    # py-spy raw frames: "function (path/to/module.py:line)"
+def _frame(frame: str) -> tuple[str, str]:
+    """(function (short path), full path) of a py-spy raw frame "function (path/to/module.py:line)"."""
     m = re.match(r"(.*?) \((.*?):\d+\)$", frame)
     if not m:
-        return frame
+        return frame, ""
     func, path = m.groups()
+    short = path
     for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-    return f"{func} ({path})"
+        if marker in short:
+            short = short.split(marker, 1)[1]
+    return f"{func} ({short})", path
+
+
+def _component(frames: list[tuple[str, str]]) -> str:
+    for _, path in reversed(frames):
+        for marker, name in COMPONENTS:
+            if marker in path:
+                return name
+        if "site-packages/" in path or "/strangler/" in path:
+            return "other libraries"
+    return "other (standard library)"
 
 
 def summarize_profile(stacks: Counter[str]) -> str:
@@ -482,18 +623,22 @@ def summarize_profile(stacks: Counter[str]) -> str:
         return "py-spy recorded no samples."
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     for stack, count in stacks.items():
         frames = [_frame(f) for f in stack.split(";") if f]
-        if frames:
-            own[frames[-1]] += count
-        for name in set(frames):
+        if not frames:
+            continue
+        own[frames[-1][0]] += count
+        parts[_component(frames)] += count
+        for name in {f[0] for f in frames}:
             inclusive[name] += count
-    lines = [f"{total} samples over the workers (idle included as `native`/epoll frames where py-spy sees them)", ""]
-    lines.append("self time, top 25:")
-    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(25)]
-    lines.append("")
-    lines.append("inclusive time, top 40:")
-    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in inclusive.most_common(40)]
+    lines = [f"{total} samples of the workers' GIL-holding thread", "", "by component (self time):"]
+    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in parts.most_common()]
+    lines += ["", "self time, top 20 functions:"]
+    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(20)]
+    lines += ["", "inclusive time of the request path (top 25 below the event loop):"]
+    shown = [(n, c) for n, c in inclusive.most_common() if c < 0.9 * total][:25]
+    lines += [f"  {100 * c / total:5.1f}%  {name}" for name, c in shown]
     return "\n".join(lines)
 
 
@@ -522,8 +667,8 @@ def machine() -> dict[str, str]:
     import uvicorn
 
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y"),
-        "cpus": str(os.cpu_count()),
+        "date": version(["date", "-u"]),
+        "cpus (nproc)": version(["nproc"]),
         "cpu": cpu,
         "memory": mem,
         "kernel": platform.release(),
@@ -531,14 +676,28 @@ def machine() -> dict[str, str]:
         "nginx": version(["nginx", "-v"]),
         "wrk": version(["wrk", "-v"]).split(" Copyright")[0],
         "libraries": f"aiohttp {aiohttp.__version__}, httpx {httpx.__version__}, uvicorn {uvicorn.__version__}",
+        "python speed": f"sum(range(10**7)) takes {python_speed_ms():.0f} ms (best of 3)",
     }
 
 
-LABELS = {
-    "direct": "direct to nginx upstream",
-    "nginx-proxy": "nginx reverse proxy (2 workers)",
-    "strangler-aiohttp": "strangler serve (2 workers, aiohttp)",
-    "strangler-httpx": "strangler ProxyApp, httpx client (2 workers)",
+def python_speed_ms() -> float:
+    """A crude yardstick to compare machines: Python-level µs/request scale with it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(range(10**7))
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+# name -> (label, how it is started); the order is the order of the run and of the table.
+CONFIGS: dict[str, tuple[str, Forked | str | None]] = {
+    "direct": ("direct to the nginx upstream", None),
+    "nginx-proxy": ("nginx reverse proxy (2 workers)", "nginx"),
+    "strangler-aiohttp": ("strangler serve (2 workers, aiohttp client)", "strangler"),
+    "strangler-httpx": ("strangler, httpx client (2 workers)", Forked("strangler", "httpx")),
+    "floor-passthrough": ("floor: uvicorn + bare aiohttp passthrough", Forked("passthrough")),
+    "floor-uvicorn": ("floor: uvicorn answering by itself", Forked("hello")),
 }
 
 
@@ -546,18 +705,19 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def results_table(measurements: list[Measurement]) -> str:
+def results_table(measurements: list[Measurement], labels: dict[str, str]) -> str:
     rows = [
         "| configuration | conns | req/s | p50 µs | p99 µs | proxy CPU µs/req | upstream CPU µs/req | wrk CPU µs/req "
-        "| errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| errors | others' CPU, cores | softirq, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in measurements:
         errors = sum(r.errors for r in m.runs)
         rows.append(
-            f"| {LABELS.get(m.target, m.target)} | {m.connections} | {_fmt(m.median('rps'))} "
+            f"| {labels.get(m.target, m.target)} | {m.connections} | {_fmt(m.median('rps'))} "
             f"| {_fmt(m.median('p50_us'))} | {_fmt(m.median('p99_us'))} | {_fmt(m.median('proxy_cpu_us'))} "
-            f"| {_fmt(m.median('upstream_cpu_us'))} | {_fmt(m.median('wrk_cpu_us'))} | {errors} |"
+            f"| {_fmt(m.median('upstream_cpu_us'))} | {_fmt(m.median('wrk_cpu_us'))} | {errors} "
+            f"| {_fmt(m.median('others_cores'), '.2f')} | {_fmt(m.median('softirq_cores'), '.2f')} |"
         )
     return "\n".join(rows)
 
@@ -607,32 +767,62 @@ def targets_table(measurements: list[Measurement]) -> str:
     return "\n".join(rows)
 
 
-def results_section(info: dict[str, str], measurements: list[Measurement], args: argparse.Namespace,
-                    profile: str | None) -> str:
+def breakdown_table(measurements: list[Measurement]) -> str:
+    """Proxy CPU per request split by layer, from the floors: each row is the difference to the one above."""
+    by = {(m.target, m.connections): m.median("proxy_cpu_us") for m in measurements}
+    layers = [
+        ("uvicorn receiving and answering (floor-uvicorn)", "floor-uvicorn", None),
+        ("+ forwarding with a bare aiohttp client (floor-passthrough - floor-uvicorn)", "floor-passthrough",
+         "floor-uvicorn"),
+        ("+ strangler's gateway logic (strangler-aiohttp - floor-passthrough)", "strangler-aiohttp",
+         "floor-passthrough"),
+        ("= strangler serve", "strangler-aiohttp", None),
+    ]
+    rows = ["| CPU µs per request | " + " | ".join(f"{c} conn{'s' if c > 1 else ''}" for c in CONNECTIONS) + " |",
+            "|---|" + "---:|" * len(CONNECTIONS)]
+    for label, target, minus in layers:
+        cells = []
+        for conns in CONNECTIONS:
+            value, base = by.get((target, conns)), by.get((minus, conns)) if minus else 0.0
+            cells.append(_fmt(value - base if value is not None and base is not None else None))
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def results_section(
+    info: dict[str, str], measurements: list[Measurement], labels: dict[str, str], args: argparse.Namespace,
+    profile: str | None,
+) -> str:
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in info.items())
     parts = [
         SECTION_START,
         "## Proxy benchmark (`bench/proxy.py`)",
         "",
         f"Run `python bench/proxy.py` (wrk {args.duration:g} s per run, {args.repeats} runs per cell, medians; "
-        "a 2 s warm-up before each cell). Static upstream: nginx, 1 worker, a 100-byte JSON body on "
+        f"a {args.warmup:g} s warm-up before each cell). Static upstream: nginx, 1 worker, a 100-byte JSON body on "
         f"`{PATH}`. Everything (wrk, the proxy under test, the upstream) shares the same CPUs on loopback: "
         "the proxy competes with wrk and the upstream for the cores, so absolute numbers are low and the "
         "ratios are what to read.",
         "",
         machine_lines,
         "",
-        results_table(measurements),
+        results_table(measurements, labels),
         "",
         "CPU µs/req is utime+stime from /proc for every process of the proxy (supervisor and workers), "
-        "of the upstream nginx (master and worker), and of wrk, divided by the requests wrk completed.",
+        "of the upstream nginx (master and worker), and of wrk, divided by the requests wrk completed. "
+        "The floors and the httpx variant run in `serve_forked` (what `strangler serve` does for its "
+        "workers: shared socket, forked uvicorn workers with the same settings, multiprocess metrics). "
+        "\"others' CPU\" is what processes outside the benchmark used during the runs (other work on the "
+        "machine: the noise in these numbers); each cell first waits for it to drop below 0.25 cores.",
+        "",
+        "### Where the proxy's CPU goes, by layer",
+        "",
+        breakdown_table(measurements),
         "",
         "### Targets",
         "",
         targets_table(measurements),
     ]
-    if args.notes and Path(args.notes).exists():
-        parts += ["", Path(args.notes).read_text().strip()]
     if profile:
         parts += ["", "### Profile (py-spy, strangler workers at 50 connections)", "", "```", profile, "```"]
     parts.append(SECTION_END)
@@ -669,7 +859,9 @@ def measure(name: str, url: str, proxy: Service | None, upstream: Service, args:
     Measurement
 ]:
     out = []
+    ours = (proxy.pids if proxy else []) + upstream.pids
     for conns in CONNECTIONS:
+        wait_for_quiet(ours, args.quiet_wait)
         run_wrk(url, conns, args.warmup, proxy, upstream)
         m = Measurement(name, conns)
         for i in range(args.repeats):
@@ -677,11 +869,34 @@ def measure(name: str, url: str, proxy: Service | None, upstream: Service, args:
             m.runs.append(run)
             print(
                 f"  {name:18} c={conns:<3} run {i + 1}: {run.rps:9.0f} req/s  p50 {run.p50_us:7.0f} µs  "
-                f"p99 {run.p99_us:7.0f} µs  proxy CPU {_fmt(run.proxy_cpu_us):>5} µs/req  errors {run.errors}",
+                f"p99 {run.p99_us:7.0f} µs  proxy CPU {_fmt(run.proxy_cpu_us):>5} µs/req  errors {run.errors}  "
+                f"others {run.others_cores:.2f} cores",
                 flush=True,
             )
         out.append(m)
     return out
+
+
+def start_config(what: Forked | str, name: str, workdir: Path, upstream_port: int) -> tuple[Service, str]:
+    port = free_port()
+    if what == "nginx":
+        service = start_nginx_proxy(workdir, port, upstream_port)
+    elif what == "strangler":
+        service = start_strangler(workdir, port, upstream_port)
+    elif isinstance(what, Forked):
+        service = start_forked(workdir, name, what, port, upstream_port)
+    else:
+        raise ValueError(f"unknown configuration {what!r}")
+    return service, f"http://127.0.0.1:{port}{PATH}"
+
+
+def check_client_in_use(service: Service, marker: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker in service.log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name}: the swapped upstream client is not the one in use:\n{service.log_tail()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -689,20 +904,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per cell (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default 3)")
-    parser.add_argument("--only", nargs="*", choices=list(LABELS), help="measure only these configurations")
+    parser.add_argument("--only", nargs="*", metavar="NAME", help=f"measure only these ({', '.join(CONFIGS)})")
+    parser.add_argument("--client", action="append", default=[], metavar="MODULE:CLASS",
+                        help="also measure strangler with this UpstreamClient class (repeatable)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
+                        help="before each cell, wait up to SECONDS for other processes to go quiet (default 60)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="after measuring, py-spy the strangler workers for SECONDS at 50 connections")
-    parser.add_argument("--notes", help="a Markdown file appended to the section (analysis written by hand)")
-    parser.add_argument("--serve-httpx", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=3, metavar=("CONFIG", "APP", "CLIENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_httpx:
-        return serve_httpx(args.serve_httpx)
+    if args.serve:
+        return serve_forked(*args.serve)
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             print(f"error: {tool} is not installed (apt-get install {tool})", file=sys.stderr)
             return 2
-    selected = args.only or list(LABELS)
+    configs = dict(CONFIGS)
+    for spec in args.client:
+        configs[f"strangler-{spec.rpartition(':')[2]}"] = (f"strangler, {spec} client (2 workers)", Forked(
+            "strangler", spec))
+    labels = {name: label for name, (label, _) in configs.items()}
+    selected = args.only or list(configs)
+    unknown = set(selected) - set(configs)
+    if unknown:
+        parser.error(f"unknown configuration(s) {', '.join(sorted(unknown))}; known: {', '.join(configs)}")
     info = machine()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     measurements: list[Measurement] = []
@@ -715,39 +941,38 @@ def main(argv: list[str] | None = None) -> int:
             started.append(upstream)
             direct_url = f"http://127.0.0.1:{upstream_port}{PATH}"
             wait_ready(upstream, direct_url)
-            if "direct" in selected:
-                measurements += measure("direct", direct_url, None, upstream, args)
-            starters = {
-                "nginx-proxy": start_nginx_proxy,
-                "strangler-aiohttp": start_strangler,
-                "strangler-httpx": start_strangler_httpx,
-            }
-            for name, start in starters.items():
-                if name not in selected and not (name == "strangler-aiohttp" and args.profile):
+            for name, (_, what) in configs.items():
+                profiling = name == "strangler-aiohttp" and args.profile > 0
+                if name not in selected and not profiling:
                     continue
-                port = free_port()
-                proxy = start(workdir, port, upstream_port)
+                if what is None:
+                    measurements += measure(name, direct_url, None, upstream, args)
+                    continue
+                proxy, url = start_config(what, name, workdir, upstream_port)
                 started.append(proxy)
-                url = f"http://127.0.0.1:{port}{PATH}"
                 wait_ready(proxy, url)
+                if isinstance(what, Forked) and what.client == "httpx":
+                    check_client_in_use(proxy, HTTPX_MARKER)
                 if name in selected:
                     measurements += measure(name, url, proxy, upstream, args)
-                if name == "strangler-aiohttp" and args.profile:
+                if profiling:
                     profile = profile_workers(proxy, url, upstream, args.profile, workdir)
                 proxy.stop()
                 started.remove(proxy)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print(results_table(measurements))
+    print(results_table(measurements, labels))
+    print()
+    print(breakdown_table(measurements))
     print()
     print(targets_table(measurements))
     if profile:
         print()
         print(profile)
     if not args.no_write:
-        write_results(results_section(info, measurements, args, profile))
-        print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+        write_results(results_section(info, measurements, labels, args, profile))
+        print(f"\nwrote {RESULTS}")
     return 0
 
 
