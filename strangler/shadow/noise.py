@@ -1,9 +1,10 @@
 """Telling real divergences from noise (Diffy's rule), as pure functions over field counts.
 
 A field that differs between the serving side and itself (a second call, or a secondary instance) is
-noisy: timestamps, random ids. A field counts as a divergence only when its difference rate clearly
-exceeds its own noise rate: relatively by more than `relative` (20%) and absolutely by more than
-`absolute` (0.03% of samples).
+noisy: timestamps, random ids. A field counts as a divergence only when its difference rate `d` clearly
+exceeds its own noise rate `n`: d > n, relatively |d - n| / (d + n) > `relative` (20%) and absolutely
+d - n > `absolute` (0.03% of samples). This is Diffy's filter (`JoinedField.relativeDifference`,
+`absoluteDifference`), on rates because noise is measured on a sample of the requests.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class FieldVerdict:
 
 
 def is_real(rate: float, noise_rate: float, relative: float = RELATIVE, absolute: float = ABSOLUTE) -> bool:
-    return rate > noise_rate * (1 + relative) and rate - noise_rate > absolute
+    gap = rate - noise_rate
+    return gap > 0 and gap > relative * (rate + noise_rate) and gap > absolute
 
 
 def classify_fields(
