@@ -73,7 +73,7 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
         name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
     }
     shadow_metrics = ShadowMetrics(registry)
-    writer = BatchWriter(SqlDivergenceStore(engine))
+    writer = BatchWriter(SqlDivergenceStore(engine), on_drop=shadow_metrics.records_dropped)
     ledger = BatchWriter(SqlLedgerStore(engine))
     expected = {name: PointerSet(cap.compare.expected) for name, cap in config.capabilities.items()}
     classify = response_classifier(expected, PrecedenceRules(config.precedence))

@@ -13,8 +13,8 @@ class ShadowMetrics:
         self._mirrored = Counter("strangler_shadow_mirrored", "Requests mirrored", ["capability"], registry=registry)
         self._dropped = Counter("strangler_shadow_dropped", "Mirrors dropped at the in-flight cap",
                                 ["capability"], registry=registry)
-        self._skipped = Counter("strangler_shadow_skipped", "Mirrors not sent (unsafe method, too large)",
-                                ["capability", "reason"], registry=registry)
+        self._skipped = Counter("strangler_shadow_skipped", "Mirrors not sent or not compared (unsafe method, "
+                                "body above max_body)", ["capability", "reason"], registry=registry)
         self._failed = Counter("strangler_shadow_failed", "Mirror calls that timed out or failed",
                                ["capability", "reason"], registry=registry)
         self._compared = Counter("strangler_shadow_compared", "Comparisons made", ["capability"], registry=registry)
@@ -22,6 +22,8 @@ class ShadowMetrics:
                                   "(before noise removal)", ["capability"], registry=registry)
         self._fields = Counter("strangler_shadow_field_divergences", "Differences by field",
                                ["capability", "field"], registry=registry)
+        self._unstored = Counter("strangler_shadow_records_dropped", "Comparison records not stored (writer "
+                                 "queue full, or the store failing past the retries)", registry=registry)
         self._max_fields = max_fields
         self._seen_fields: dict[str, set[str]] = {}
 
@@ -36,6 +38,9 @@ class ShadowMetrics:
 
     def failed(self, capability: str, reason: str) -> None:
         self._failed.labels(capability, reason).inc()
+
+    def records_dropped(self, count: int) -> None:
+        self._unstored.inc(count)
 
     def compared(self, capability: str, fields: Iterable[str]) -> None:
         self._compared.labels(capability).inc()

@@ -62,6 +62,7 @@ class ShadowJob:
         self.latency_ms: float | None = None
         self.primary: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
         self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
+        self.launched = False
         if not capture_request:
             self._launch()
 
@@ -94,18 +95,22 @@ class ShadowJob:
         if not ok:
             self.primary.set_result(_Side(None, self.latency_ms, "primary_error"))
         elif self.response_body is None:
+            self.shadow.metrics.skipped(self.capability, "too_large")
             self.primary.set_result(_Side(None, self.latency_ms, "too_large"))
         else:
             response = CapturedResponse(self.status, self.headers, bytes(self.response_body),
                                         self.headers.get("content-type", ""))
             self.primary.set_result(_Side(response, self.latency_ms, None))
-        if not self.shadow.launched(self):  # a request with a body: mirror it now that it is complete
+        if not self.launched:  # a request with a body: mirror it now that it is complete
             if ok and self.request_body is not None:
                 self._launch()
             else:
+                if ok:  # the request body outgrew max_body while it streamed
+                    self.shadow.record_failure(self.route, self.method, self.correlation_id, "too_large")
                 self.shadow.release(self.capability)
 
     def _launch(self) -> None:
+        self.launched = True
         self.shadow.spawn(self)
 
 
@@ -135,7 +140,6 @@ class Shadow:
         self.classify = classify or serving_side_is_authoritative(capabilities)
         self._in_flight: dict[str, int] = dict.fromkeys(capabilities, 0)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._launched: set[int] = set()
 
     def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
               content_length: int | None, has_body: bool) -> ShadowJob | None:
@@ -151,9 +155,11 @@ class Shadow:
             return None
         if content_length is not None and content_length > cap.shadow.max_body:
             self.metrics.skipped(capability, "too_large")
+            self.record_failure(route, method, correlation_id, "too_large")
             return None
         if self._in_flight[capability] >= cap.shadow.max_in_flight:
             self.metrics.dropped(capability)
+            self.record_failure(route, method, correlation_id, "dropped")
             return None
         self._in_flight[capability] += 1
         return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
@@ -161,11 +167,13 @@ class Shadow:
     def release(self, capability: str) -> None:
         self._in_flight[capability] -= 1
 
-    def launched(self, job: ShadowJob) -> bool:
-        return id(job) in self._launched
+    def record_failure(self, route: Route, method: str, correlation_id: str, outcome: str) -> None:
+        """A request that was to be mirrored and was not (`dropped`, `too_large`): the report counts these."""
+        capability = route.capability or ""
+        self.sink(ComparisonRecord(self.clock(), capability, _template(route), method, "candidate", outcome,
+                                   correlation_id, route.decision.target, None, None, None, None))
 
     def spawn(self, job: ShadowJob) -> None:
-        self._launched.add(id(job))
         task = asyncio.create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -180,7 +188,9 @@ class Shadow:
             other_task = asyncio.create_task(self._call(job, mirror_upstream, shadow_value(job)))
             noise_task = None
             if job.noise:
-                noise_upstream = job.cap.shadow.secondary or job.route.decision.primary
+                noise_upstream = job.route.decision.primary
+                if job.cap.shadow.secondary is not None and job.route.decision.target == "legacy":
+                    noise_upstream = job.cap.shadow.secondary  # a second legacy instance
                 noise_task = asyncio.create_task(self._call(job, noise_upstream, "noise"))
             self.metrics.mirrored(job.capability)
             primary = await job.primary
@@ -191,7 +201,6 @@ class Shadow:
         except Exception:  # a bug here must never reach the request path
             log.exception("shadow comparison failed for %s", job.capability)
         finally:
-            self._launched.discard(id(job))
             self.release(job.capability)
 
     async def _call(self, job: ShadowJob, upstream: str, marker: str) -> _Side:
@@ -224,6 +233,7 @@ class Shadow:
             self.metrics.failed(job.capability, "error")
             return _Side(None, None, "error")
         if too_large:
+            self.metrics.skipped(job.capability, "too_large")
             return _Side(None, latency, "too_large")
         wanted = _wanted_headers(response.headers, self.compared_headers[job.capability])
         return _Side(CapturedResponse(response.status, wanted, bytes(captured), wanted.get("content-type", "")),
@@ -244,7 +254,7 @@ class Shadow:
         record = ComparisonRecord(
             at=self.clock(),
             capability=job.capability,
-            route=job.route.template.text if job.route.template is not None else "",
+            route=_template(job.route),
             method=job.method,
             kind=kind,
             outcome=outcome,
@@ -276,12 +286,18 @@ def serving_side_is_authoritative(capabilities: Mapping[str, CapabilityConfig]) 
 
 
 def _wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) -> dict[str, str]:
+    """The compared headers; a repeated one (Set-Cookie) keeps all its values, in order."""
     out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
-        if key in wanted and key not in out:
-            out[key] = value.decode("latin-1")
+        if key in wanted:
+            text = value.decode("latin-1")
+            out[key] = f"{out[key]}, {text}" if key in out else text
     return out
+
+
+def _template(route: Route) -> str:
+    return route.template.text if route.template is not None else ""
 
 
 def _round(value: float | None) -> float | None:
