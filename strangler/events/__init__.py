@@ -8,7 +8,7 @@ outbox router does; what cannot be mapped goes to a dead letter with its reason 
 from __future__ import annotations
 
 from strangler.events.config import DomainEventsConfig
-from strangler.events.mapping import DeadLetter, DomainEventMapper
+from strangler.events.mapping import DeadLetter, DomainEventMapper, MappingResult
 from strangler.events.model import DomainEvent
 
-__all__ = ["DeadLetter", "DomainEvent", "DomainEventMapper", "DomainEventsConfig"]
+__all__ = ["DeadLetter", "DomainEvent", "DomainEventMapper", "DomainEventsConfig", "MappingResult"]

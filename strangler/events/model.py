@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
+import types
 from decimal import Decimal
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from strangler.events.config import EventTypeConfig
+from strangler.events.config import EventTypeConfig, import_model
 
 
 class DomainEvent(BaseModel):
@@ -41,16 +41,31 @@ _PY_TYPES: dict[str, Any] = {
 def payload_model(name: str, config: EventTypeConfig) -> type[BaseModel]:
     """The pydantic model that validates one event type's payload (strict about unknown fields)."""
     if config.model is not None:
-        module_name, _, attr = config.model.partition(":")
-        model = getattr(importlib.import_module(module_name), attr)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise TypeError(f"{config.model} is not a pydantic model")
-        return model
+        return import_model(config.model)
     fields: dict[str, Any] = {}
     for field_name, kind in (config.payload or {}).items():
         base, _, nullable = kind.partition("|")
         py = _PY_TYPES[base]
         fields[field_name] = ((py | None) if nullable else py, ...)
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{name}V{config.version}", __config__=ConfigDict(extra="forbid", frozen=True), **fields
     )
+
+
+def time_fields(model: type[BaseModel]) -> dict[str, type[dt.date]]:
+    """The payload fields typed datetime or date (optionally nullable), with that type: their source values
+    may be epoch numbers (Debezium's Date, Timestamp, MicroTimestamp) that need reading as times first."""
+    out: dict[str, type[dt.date]] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if get_origin(annotation) in (Union, types.UnionType):
+            annotation = next((a for a in get_args(annotation) if a is not type(None)), None)
+        if isinstance(annotation, type) and issubclass(annotation, dt.date):
+            out[name] = dt.datetime if issubclass(annotation, dt.datetime) else dt.date
+    return out
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A one-line account of a payload's validation errors, for a dead letter."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<payload>'}: {e['msg']}"
+                     for e in exc.errors(include_url=False))
