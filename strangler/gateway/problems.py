@@ -8,6 +8,7 @@ TITLES = {
     400: "Bad Request",
     404: "Not Found",
     413: "Content Too Large",
+    414: "URI Too Long",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     503: "Service Unavailable",

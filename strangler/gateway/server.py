@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from strangler.gateway.config import parse_listen
+from strangler.gateway.protocol import bounded_httptools_protocol
 
 if TYPE_CHECKING:
     from strangler.config import StranglerConfig
@@ -56,7 +57,7 @@ def bind_socket(listen: str) -> socket.socket:
 def uvicorn_config(app: Any, config: StranglerConfig, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = dict(
         loop="uvloop",
-        http="httptools",
+        http=bounded_httptools_protocol(int(config.limits.max_header_bytes)),
         ws="none",
         lifespan="on",
         access_log=False,

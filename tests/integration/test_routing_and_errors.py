@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -9,8 +10,10 @@ import pytest
 
 from tests.integration.conftest import HANG_TIMEOUT, SMALL_BODY_LIMIT
 from tests.support.echo import EchoUpstream
-from tests.support.gateway import GatewayProcess, metric_value
+from tests.support.gateway import GatewayProcess, memory_kib, metric_value
 from tests.support.raw_upstream import RawUpstream
+from tests.support.rawhttp import RawResponse, parse_responses
+from tests.support.rawhttp import request as raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +127,58 @@ def test_get_reset_after_the_upstream_read_it_is_retried_within_limits(
     before = resetting_upstream.requests
     assert_problem(client.get("/resetting/x"), 502)
     assert resetting_upstream.requests - before == 3  # idempotent and no body: one attempt and `retries: 2`
+
+
+def send_head_in_pieces(port: int, head: bytes, piece: int = 1024) -> RawResponse:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for i in range(0, len(head), piece):
+            sock.sendall(head[i : i + piece])  # the rest of a refused head is left unread, not reset
+            time.sleep(0.0005)  # separate reads on the gateway's side, most of the time
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return parse_responses(received)[0]
+
+
+@pytest.mark.parametrize(("fillers", "status"), [(20, 200), (40, 431)])
+def test_header_limit_does_not_depend_on_how_the_head_is_split(
+    gateway: GatewayProcess, fillers: int, status: int
+) -> None:
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(fillers))
+    head = b"GET /split HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n"
+    assert send_head_in_pieces(gateway.port, head).status == status
+    assert raw_request(gateway.port, head).status == status
+
+
+@pytest.mark.parametrize(
+    ("start", "line", "status"),
+    [
+        (b"GET /endless HTTP/1.1\r\nHost: x\r\n", b"X-Filler: " + b"v" * 1000 + b"\r\n", 431),
+        (b"GET /endless?", b"q" * 1024, 414),
+    ],
+    ids=["headers", "target"],
+)
+def test_endless_request_head_is_refused_without_buffering_it(
+    gateway: GatewayProcess, start: bytes, line: bytes, status: int
+) -> None:
+    pids = gateway.worker_pids()
+    before = {pid: memory_kib(pid) for pid in pids}
+    sent = 0
+    received = b""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(start)
+        try:
+            while sent < 200 * 1024 * 1024:
+                sock.sendall(line)
+                sent += len(line)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the gateway stopped reading (the send blocks), then closed
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass  # the refusal can be lost when the gateway closes with unread bytes: the RST wins
+    assert sent < 32 * 1024 * 1024, "the gateway kept reading an endless request head"
+    if received:
+        assert parse_responses(received)[0].status == status
+    assert max(memory_kib(pid) - before[pid] for pid in pids) < 16 * 1024
