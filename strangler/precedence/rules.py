@@ -29,8 +29,20 @@ class Versioned:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    winner: Side | None  # None: nobody wins automatically (reported or rejected)
-    classification: str  # match | regression | conflict | rejected | unknown-authority
+    """What one field group's comparison means.
+
+    classification:
+      match              both sides agree
+      regression         they differ and the authority's value stands (`authority-wins`): the other side is wrong
+      superseded         they differ and the later effective time stands (`latest-effective-time`)
+      conflict           they differ and nobody wins automatically (`report`; or `latest-effective-time` without
+                         both times, or with equal times, where the authority's value is kept)
+      rejected           they differ and the change is refused (`reject`)
+      unknown-authority  no rule says who is authoritative (or it follows a capability whose mode is unknown)
+    """
+
+    winner: Side | None  # None: nobody wins automatically (reported, rejected or unknown)
+    classification: str
     authority: Side | None
     explanation: str
 
@@ -49,14 +61,16 @@ def authority_of(group: FieldGroup, modes: Mapping[str, Mode]) -> Side | None:
 
 
 def resolve(group: FieldGroup | None, legacy: Versioned, new: Versioned, modes: Mapping[str, Mode]) -> Resolution:
+    """Which side's value of one field group stands, in the phase `modes` describes (no I/O, no clock)."""
+    authority = authority_of(group, modes) if group is not None else None
     if legacy.value == new.value:
-        return Resolution("legacy", "match", authority_of(group, modes) if group else None, "both sides agree")
+        return Resolution(authority or "legacy", "match", authority, "both sides agree")
     if group is None:
         return Resolution(None, "unknown-authority", None, "no precedence rule covers this field")
-    authority = authority_of(group, modes)
     if authority is None:
+        follow = group.authority.follow if isinstance(group.authority, FollowCapability) else "?"
         return Resolution(None, "unknown-authority", None,
-                          f"authority follows an unknown capability {group.authority!r}")
+                          f"authority follows capability {follow!r}, whose mode is unknown")
     other: Side = "new" if authority == "legacy" else "legacy"
     strategy = group.conflict
     if strategy == "report":
@@ -65,27 +79,29 @@ def resolve(group: FieldGroup | None, legacy: Versioned, new: Versioned, modes: 
     if strategy == "authority-wins":
         return Resolution(authority, "regression", authority, f"{authority} is authoritative and wins; {other} differs")
     if strategy == "reject":
-        return Resolution(
-            None, "rejected", authority, f"conflicting values are rejected ({authority} is authoritative)"
-        )
+        return Resolution(None, "rejected", authority,
+                          f"conflicting values are rejected ({authority} is authoritative)")
     lt, nt = legacy.effective_time, new.effective_time
     if lt is None or nt is None:
+        missing = " and ".join(side for side, t in (("legacy", lt), ("new", nt)) if t is None)
         return Resolution(None, "conflict", authority,
-                          "latest-effective-time needs both effective times; one is missing, so this is reported")
+                          f"latest-effective-time needs both effective times; {missing} has none, so this is reported")
     if lt == nt:
-        return Resolution(authority, "conflict", authority, f"equal effective times; {authority} (authority) wins")
+        return Resolution(authority, "conflict", authority,
+                          f"equal effective times; the authority ({authority}) keeps its value, reported")
     winner: Side = "legacy" if lt > nt else "new"
-    return Resolution(winner, "conflict", authority, f"{winner} has the later effective time and wins")
+    return Resolution(winner, "superseded", authority, f"{winner} has the later effective time and wins")
 
 
 def classify_difference(
     rules: PrecedenceRules, capability: str, path: str, serving: Side
 ) -> str:
     """How a response difference of `capability` at `path` counts: `regression` when a rule (or, for a
-    capability no entity claims, the serving side) is authoritative, else `unknown-authority`."""
+    capability no entity claims, the serving side) is authoritative, else `unknown-authority`. Status,
+    header and whole-body differences are about the response, not a field: the serving side decides."""
     entity = rules.by_capability.get(capability)
-    if entity is None:
-        return "regression"  # no entity declared for this capability: the serving side is authoritative
+    if entity is None or not path.startswith("/"):
+        return "regression"
     return "regression" if rules.group_for(entity, path) is not None else "unknown-authority"
 
 
