@@ -68,7 +68,9 @@ def test_one_change_may_produce_several_events() -> None:
     result = mapper(ADDRESS_RULE, status).map(
         {"id": 42}, moved(customer(), corr_zip="99999", status="closed"), "p", NOW)
     assert [(t, e.event_type) for t, e in result.events] == [
-        ("domain.customer", "CustomerCorrespondenceAddressChanged"), ("domain.customer-status", "CustomerStatusChanged")]
+        ("domain.customer", "CustomerCorrespondenceAddressChanged"),
+        ("domain.customer-status", "CustomerStatusChanged"),
+    ]
     assert len({e.event_id for _, e in result.events}) == 2
 
 
