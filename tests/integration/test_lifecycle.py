@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -120,3 +122,23 @@ def test_sigterm_drains_in_flight_requests_then_exits(
     assert exit_code == 0
     assert time.monotonic() - signalled < DRAIN_TIMEOUT
     assert gateway.worker_pids() == []
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path, legacy_echo: EchoUpstream) -> None:
+    config = {"workers": 2, "upstreams": {"legacy": {"url": legacy_echo.url}}, "default_upstream": "legacy"}
+    gateway = GatewayProcess(config, tmp_path / "respawn").start()
+    try:
+        killed, survivor = gateway.worker_pids()
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            workers = gateway.worker_pids()
+            if killed not in workers and len(workers) == 2:
+                break
+            time.sleep(0.05)
+        assert killed not in workers and survivor in workers and len(workers) == 2
+        assert httpx.get(f"{gateway.admin_url}/readyz").status_code == 200
+        os.kill(survivor, signal.SIGKILL)  # for a moment the replacement is the only worker: it must serve
+        assert httpx.get(f"{gateway.url}/after-respawn", timeout=5).status_code == 200
+    finally:
+        assert gateway.stop() == 0
