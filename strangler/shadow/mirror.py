@@ -243,6 +243,7 @@ class Shadow:
         outcome = primary.failure or other.failure or "compared"
         differences: tuple[FieldDifference, ...] = ()
         classifications: tuple[str, ...] = ()
+        bodies = None
         serving = job.route.decision.target
         if primary.response is not None and other.response is not None:
             found = self.comparators[job.capability].compare(primary.response, other.response)
@@ -251,6 +252,9 @@ class Shadow:
             classifications = tuple(self.classify(job.capability, d.path, serving) for d in found)
             if kind == "candidate":
                 self.metrics.compared(job.capability, [d.path for d in found])
+                if found and job.cap.shadow.store_bodies:
+                    bodies = (redactor.body(primary.response.body, primary.response.content_type),
+                              redactor.body(other.response.body, other.response.content_type))
         record = ComparisonRecord(
             at=self.clock(),
             capability=job.capability,
@@ -266,6 +270,7 @@ class Shadow:
             other_latency_ms=_round(other.latency_ms),
             differences=differences,
             classifications=classifications,
+            bodies=bodies,
         )
         self.sink(record)
 

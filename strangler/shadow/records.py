@@ -10,9 +10,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from strangler.shadow.compare import FieldDifference, PointerSet, split_pointer
+import orjson
+
+from strangler.shadow.compare import FieldDifference, PointerSet, is_json, split_pointer
 
 MASK = "***"
+MAX_STORED_BODY = 64 * 1024
 SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"})
 
 
@@ -20,7 +23,8 @@ SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-auth
 class ComparisonRecord:
     """One comparison: `kind` is "candidate" (serving side vs the other) or "noise" (serving side vs itself).
 
-    `outcome` is "compared", or why nothing was compared: "timeout", "error", "too_large".
+    `outcome` is "compared", or why nothing was compared: "timeout", "error", "too_large", "dropped".
+    `bodies` (serving side, other side), redacted, only when the capability says `store_bodies: true`.
     """
 
     at: dt.datetime
@@ -37,6 +41,7 @@ class ComparisonRecord:
     other_latency_ms: float | None
     differences: tuple[FieldDifference, ...] = field(default=())
     classifications: tuple[str, ...] = field(default=())  # per difference: regression | expected | unknown-authority
+    bodies: tuple[Any, Any] | None = None
 
 
 class Redactor:
@@ -69,3 +74,15 @@ class Redactor:
 
     def difference(self, diff: FieldDifference) -> FieldDifference:
         return FieldDifference(diff.path, self.value(diff.path, diff.primary), self.value(diff.path, diff.other))
+
+    def body(self, body: bytes | None, content_type: str) -> Any:
+        """A whole body as stored with `store_bodies`: JSON parsed and masked, other text as it is (truncated)."""
+        if body is None:
+            return None
+        if is_json(content_type):
+            try:
+                return self.value("", orjson.loads(body))
+            except orjson.JSONDecodeError:
+                pass
+        text = body[:MAX_STORED_BODY].decode("utf-8", errors="replace")
+        return text if len(body) <= MAX_STORED_BODY else text + f"... ({len(body)} bytes)"

@@ -25,6 +25,8 @@ def build_report(evidence: ShadowEvidence, capabilities: Iterable[str] | None = 
         data = summary.as_dict()
         examples: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for row in evidence.store.divergences(name, limit=1000):
+            if row.get("source") == "body":  # whole bodies (store_bodies) are listed by /divergences only
+                continue
             key = (str(row["route"]), str(row["field"]))
             if len(examples[key]) < EXAMPLES_PER_FIELD:
                 examples[key].append({k: row[k] for k in ("at", "correlation_id", "primary_value", "other_value",

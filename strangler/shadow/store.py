@@ -2,7 +2,8 @@
 
 Comparisons are written in batches by a background writer, never on the request path. Every
 comparison leaves one row (with the list of fields that differed, so noise can be judged later);
-every difference of a candidate comparison leaves a divergence row with both (redacted) values.
+every difference of a candidate comparison leaves a divergence row with both (redacted) values, and
+with `store_bodies` one more row (source `body`, field "") holds both redacted bodies.
 """
 
 from __future__ import annotations
@@ -141,6 +142,14 @@ class SqlDivergenceStore:
                     dict(at=r.at, capability=r.capability, route=r.route, method=r.method, source="response",
                          field=diff.path[:500], primary_value=_json(diff.primary), other_value=_json(diff.other),
                          classification=classification, correlation_id=r.correlation_id, serving=r.serving,
+                         primary_status=r.primary_status, other_status=r.other_status,
+                         primary_latency_ms=r.primary_latency_ms, other_latency_ms=r.other_latency_ms)
+                )
+            if r.bodies is not None:
+                divergence_rows.append(
+                    dict(at=r.at, capability=r.capability, route=r.route, method=r.method, source="body",
+                         field="", primary_value=_json(r.bodies[0]), other_value=_json(r.bodies[1]),
+                         classification="body", correlation_id=r.correlation_id, serving=r.serving,
                          primary_status=r.primary_status, other_status=r.other_status,
                          primary_latency_ms=r.primary_latency_ms, other_latency_ms=r.other_latency_ms)
                 )

@@ -315,3 +315,19 @@ async def test_every_value_of_a_repeated_compared_header_counts() -> None:
     await h.request(headers=primary_headers)
     [record] = h.records
     assert [(d.path, d.primary, d.other) for d in record.differences] == [("header:set-cookie", MASK, MASK)]
+
+
+async def test_bodies_are_kept_redacted_only_with_store_bodies() -> None:
+    for store_bodies in (False, True):
+        h = Harness(shadow={"store_bodies": store_bodies}, compare={"redact": ["/ssn"]})
+        h.new.answer = json_answer({"name": "Ada", "ssn": "987"})
+        await h.request(primary={"name": "Ada", "ssn": "123", "x": 1})
+        [record] = h.records
+        expected = ({"name": "Ada", "ssn": MASK, "x": 1}, {"name": "Ada", "ssn": MASK}) if store_bodies else None
+        assert record.bodies == expected
+
+
+async def test_equal_answers_keep_no_bodies() -> None:
+    h = Harness(shadow={"store_bodies": True})
+    await h.request()
+    assert h.records[0].bodies is None

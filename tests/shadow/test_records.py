@@ -89,3 +89,13 @@ def test_a_star_masks_keys_of_any_name() -> None:
     redactor = Redactor(["/secrets/*"])
     masked = redactor.difference(FieldDifference("/secrets", {"x": "1", "y": {"z": "2"}}, {}))
     assert masked.primary == {"x": MASK, "y": MASK}
+
+
+def test_whole_bodies_are_masked_when_json_and_kept_as_text_otherwise() -> None:
+    redactor = Redactor(["/user/ssn"])
+    assert redactor.body(b'{"user": {"ssn": "1", "n": 2}}', "application/json") == {"user": {"ssn": MASK, "n": 2}}
+    assert redactor.body(b"plain \xff text", "text/plain") == "plain \ufffd text"
+    assert redactor.body(b'{"broken', "application/json") == '{"broken'
+    assert redactor.body(None, "application/json") is None
+    long = redactor.body(b"x" * 70_000, "text/plain")
+    assert long.startswith("x" * 1000) and long.endswith("... (70000 bytes)") and len(long) < 66_000

@@ -138,3 +138,15 @@ async def test_the_retention_pass_applies_retention_days_and_max_rows(tmp_path: 
     rows = store.comparisons("items", NOW - dt.timedelta(days=30), limit=2000)
     assert len(rows) == 1000 and all(r.at == NOW for r in rows)
     engine.dispose()
+
+
+def test_bodies_are_stored_as_one_more_divergence_row(engine: Engine) -> None:
+    store = SqlDivergenceStore(engine)
+    diff = (FieldDifference("/a", 1, 2),)
+    with_bodies = ComparisonRecord(NOW, "items", "GET /items/{id}", "GET", "candidate", "compared", "cid-b", "legacy",
+                                   200, 200, 1.0, 1.0, diff, ("regression",), bodies=({"a": 1}, {"a": 2}))
+    store.record([with_bodies])
+    rows = store.divergences("items")
+    assert [(d["source"], d["field"], d["primary_value"], d["other_value"]) for d in rows] == [
+        ("body", "", {"a": 1}, {"a": 2}), ("response", "/a", 1, 2)]
+    assert store.comparisons("items", NOW)[0].fields == ("/a",)
