@@ -27,7 +27,7 @@ from strangler.maturity.admin_api import maturity_routes
 from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
 from strangler.maturity.store import SqlLedgerStore
-from strangler.precedence.rules import PrecedenceRules, response_classifier
+from strangler.precedence.rules import PrecedenceRules, Side, response_classifier, serving_side
 from strangler.routing.admin_api import flag_routes
 from strangler.routing.metrics import FlagMetrics
 from strangler.routing.modes import Mode
@@ -151,10 +151,20 @@ def build_outcomes(
     def modes() -> dict[str, Mode]:
         return {name: flags.flag(name).mode for name in config.capabilities}
 
+    def serving_of(aggregate_type: str) -> Side:
+        cap = capability_of(aggregate_type)
+        return serving_side(flags.flag(cap).mode) if cap in config.capabilities else "legacy"
+
+    def compared(aggregate_type: str) -> bool:  # legacy and new-only modes compare nothing
+        cap = capability_of(aggregate_type)
+        return cap not in config.capabilities or flags.flag(cap).mode not in (Mode.LEGACY, Mode.NEW_ONLY)
+
     joiner = OutcomeJoiner(rules, window=dt.timedelta(seconds=settings.window), modes=modes,
                            families=settings.families, compare=settings.compare)
-    writer: BatchWriter[Any] = BatchWriter(OutcomeStore(engine, capability_of))
-    service = OutcomeService(joiner, writer.submit, ledger, utcnow, kafka=settings.kafka)
+    store = OutcomeStore(engine, capability_of, serving_of=serving_of, redact=settings.compare.redact)
+    writer: BatchWriter[Any] = BatchWriter(store)
+    service = OutcomeService(joiner, writer.submit, ledger, utcnow, kafka=settings.kafka, serving=serving_of,
+                             compared=compared)
     return service, writer
 
 

@@ -59,7 +59,7 @@ class OutcomeResult:
         return "new" if self.new is None else "legacy"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity, not field equality: removal from a queue must take this item
 class _Pending:
     side: Side
     event: DomainEvent
@@ -160,13 +160,19 @@ class OutcomeJoiner:
 
     @staticmethod
     def _partner(queue: deque[_Pending], side: Side, event: DomainEvent) -> _Pending | None:
-        others = [p for p in queue if p.side != side]
-        if not others:
-            return None
-        if event.correlation_id:
-            for p in others:
-                if p.event.correlation_id == event.correlation_id:
-                    return p
-            if all(p.event.correlation_id for p in others):
-                return None  # every candidate belongs to another request
-        return others[0]
+        """The other side's waiting event this one pairs with: the one with the same correlation id, else
+        the oldest that carries none (an event with another request's id never pairs); an event without
+        a correlation id pairs with the oldest."""
+        cid = event.correlation_id
+        fallback = None
+        for p in queue:
+            if p.side == side:
+                continue
+            if not cid:
+                return p
+            other = p.event.correlation_id
+            if other == cid:
+                return p
+            if not other and fallback is None:
+                fallback = p
+        return fallback
