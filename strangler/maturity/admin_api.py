@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from strangler.maturity.config import MaturityConfig
-from strangler.maturity.ledger import stage_lags
+from strangler.maturity.ledger import overall_stage, stage_lags
 from strangler.maturity.store import LedgerStore
 from strangler.routing.admin_api import problem
 from strangler.store import StoreUnavailable
@@ -28,6 +28,7 @@ def maturity_routes(store: LedgerStore, config: MaturityConfig, clock: Callable[
             return problem(404, "Not Found", f"no change is known under correlation id {correlation_id!r}")
         return JSONResponse({
             "correlation_id": correlation_id,
+            "stage": overall_stage(journeys).value,
             "trusted": all(j.trusted for j in journeys),
             "changes": [j.as_dict() for j in journeys],
         })

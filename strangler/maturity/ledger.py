@@ -74,6 +74,14 @@ class Journey:
         }
 
 
+def overall_stage(journeys: Iterable[Journey]) -> Stage:
+    """Where a request's changes stand together: an exception in any, else the least advanced stage."""
+    stages = [j.stage for j in journeys]
+    if Stage.EXCEPTION in stages:
+        return Stage.EXCEPTION
+    return min(stages, key=ORDER.index, default=Stage.ACCEPTED)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from strangler.maturity.ledger import Journey, Stage, StageEvent
@@ -67,31 +67,47 @@ class SqlLedgerStore:
         try:
             with self._engine.begin() as conn:
                 for event in events:
-                    column = _STAGE_COLUMNS[event.stage]
-                    values = {
-                        "correlation_id": event.correlation_id,
-                        "entity_key": event.entity_key,
-                        "capability": event.capability,
-                        column: event.at,
-                        "updated_at": event.at,
-                    }
-                    if event.stage is Stage.EXCEPTION:
-                        values["exception_reason"] = event.detail
-                    stmt = self._insert(changes_table).values(**values)
-                    excluded = stmt.excluded
-                    updates = {
-                        column: func.coalesce(changes_table.c[column], excluded[column]),
-                        "capability": func.coalesce(changes_table.c.capability, excluded.capability),
-                        "updated_at": excluded.updated_at,
-                    }
-                    if event.stage is Stage.EXCEPTION:
-                        updates["exception_reason"] = func.coalesce(
-                            changes_table.c.exception_reason, excluded.exception_reason
-                        )
-                    conn.execute(stmt.on_conflict_do_update(index_elements=["correlation_id", "entity_key"],
-                                                            set_=updates))
+                    for key in self._entity_keys(conn, event):
+                        conn.execute(self._upsert(event, key))
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"maturity ledger: {exc.__class__.__name__}: {exc}") from exc
+
+    @staticmethod
+    def _entity_keys(conn: Connection, event: StageEvent) -> list[str]:
+        """The rows a stage event belongs to. The gateway cannot always tell the entity (a create has no id
+        in its path) and records it under ""; the first stage that names the entity adopts that row, and
+        a stage without an entity joins the rows of its correlation id that have one."""
+        t = changes_table
+        cid = event.correlation_id
+        if not event.entity_key:
+            keys = conn.execute(select(t.c.entity_key).where(t.c.correlation_id == cid, t.c.entity_key != "")).all()
+            return [k for (k,) in keys] or [""]
+        same = t.alias("same")
+        conn.execute(
+            update(t)
+            .where(t.c.correlation_id == cid, t.c.entity_key == "",
+                   ~exists().where(same.c.correlation_id == cid, same.c.entity_key == event.entity_key))
+            .values(entity_key=event.entity_key)
+        )
+        return [event.entity_key]
+
+    def _upsert(self, event: StageEvent, entity_key: str) -> Any:
+        t = changes_table
+        column = _STAGE_COLUMNS[event.stage]
+        values: dict[str, Any] = {"correlation_id": event.correlation_id, "entity_key": entity_key,
+                                  "capability": event.capability, column: event.at, "updated_at": event.at}
+        if event.stage is Stage.EXCEPTION:
+            values["exception_reason"] = event.detail
+        stmt = self._insert(t).values(**values)
+        excluded = stmt.excluded
+        updates = {  # each stage keeps its first time; the row's updated_at only moves forward
+            column: func.coalesce(t.c[column], excluded[column]),
+            "capability": func.coalesce(t.c.capability, excluded.capability),
+            "updated_at": case((t.c.updated_at < excluded.updated_at, excluded.updated_at), else_=t.c.updated_at),
+        }
+        if event.stage is Stage.EXCEPTION:
+            updates["exception_reason"] = func.coalesce(t.c.exception_reason, excluded.exception_reason)
+        return stmt.on_conflict_do_update(index_elements=["correlation_id", "entity_key"], set_=updates)
 
     def journeys(self, correlation_id: str) -> list[Journey]:
         return self._select(select(changes_table).where(changes_table.c.correlation_id == correlation_id))
