@@ -1,0 +1,234 @@
+"""A SQL side of a reconciliation job (PostgreSQL, through SQLAlchemy): checksums and rows, read-only.
+
+Every value is normalised inside the database to the canonical text of normalise.py, so that checksums of
+rows that are equal after normalisation are equal. Sessions are read-only (`default_transaction_read_only`)
+and each chunk is read in one REPEATABLE READ snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from strangler.reconcile.bisect import Figures, Leaf, Level
+from strangler.reconcile.config import SqlSide
+from strangler.reconcile.drift import Key
+from strangler.reconcile.errors import SideUnavailable, UnsupportedSide
+from strangler.reconcile.normalise import WHITESPACE, ColumnType, FieldKind
+
+_TYPES = {
+    20: "integer", 21: "integer", 23: "integer", 26: "integer", 700: "float", 701: "float", 1700: "decimal",
+    16: "boolean", 1082: "date", 1114: "timestamp", 1184: "timestamp",
+}
+_TRIM = "E'" + WHITESPACE.replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n") + "'"
+_CHUNK_BITS = 40  # hash chunks use bits above those of the buckets
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A part of the key space: an integer key range [lo, hi), or one of `of` hash partitions."""
+
+    index: int
+    lo: int | None = None
+    hi: int | None = None
+    of: int = 1
+
+    def describe(self) -> str:
+        if self.of > 1:
+            return f"hash partition {self.index + 1}/{self.of}"
+        if self.lo is None and self.hi is None:
+            return "all keys"
+        return f"keys [{'' if self.lo is None else self.lo}, {'' if self.hi is None else self.hi})"
+
+
+def canonical_sql(kind: FieldKind, column: str) -> str:
+    """The SQL expression of a column's canonical text (the twin of normalise.canonical)."""
+    if kind.type == "integer":
+        return f"({column})::bigint::text"
+    if kind.type in ("decimal", "float"):
+        if kind.scale is None:
+            return f"trim_scale(({column})::numeric)::text"
+        return f"round(({column})::numeric, {int(kind.scale)})::text"
+    if kind.type == "boolean":
+        return f"({column})::boolean::text"
+    if kind.type == "date":
+        return f"({column})::date::text"
+    if kind.type == "timestamp":
+        utc = f"(({column})::timestamptz at time zone 'UTC')"
+        unit = {"s": "second", "ms": "milliseconds"}.get(kind.precision)
+        return f"date_trunc('{unit}', {utc})::text" if unit else f"{utc}::text"
+    expr = f"({column})::text"
+    if kind.trim:
+        expr = f"btrim({expr}, {_TRIM})"
+    return f"lower({expr})" if kind.casefold else expr
+
+
+class SqlStateSide:
+    """One SQL side: describes its columns, plans chunks, and opens a session per chunk."""
+
+    def __init__(self, config: SqlSide, engine: Engine | None = None) -> None:
+        self.config = config
+        url = make_url(config.url)
+        if url.get_backend_name() != "postgresql":
+            raise UnsupportedSide(f"{url.get_backend_name()} sides are not supported yet (PostgreSQL only)")
+        options = f"-c TimeZone={config.timezone} -c DateStyle=ISO,YMD -c default_transaction_read_only=on"
+        self.engine = engine or create_engine(
+            url, poolclass=NullPool, connect_args={"options": options, "application_name": "strangler-reconcile"}
+        )
+        prepare = self.engine.dialect.identifier_preparer
+        if config.table is not None:
+            self.source = ".".join(prepare.quote(part) for part in config.table.split("."))
+        else:
+            self.source = f"({config.query}) AS _source"
+        self._quote = prepare.quote
+        self.key_exprs: list[str] = []
+        self.value_exprs: list[str] = []
+        self.key_integer: list[bool] = []
+
+    def describe(self, columns: Sequence[str]) -> dict[str, ColumnType]:
+        """The type of each named column, as the database reports it (UnsupportedSide if one is unknown)."""
+        select = ", ".join(self._quote(c) for c in columns)
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(text(f"SELECT {select} FROM {self.source} LIMIT 0"))
+                description = result.cursor.description if result.cursor is not None else []
+        except SQLAlchemyError as exc:
+            raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+        out = {}
+        for column, item in zip(columns, description, strict=True):
+            oid, declared_scale = cast(int, item[1]), item[5]  # type_code is the type's OID
+            kind = _TYPES.get(oid, "text")
+            scale = 0 if kind == "integer" else (declared_scale if kind == "decimal" else None)
+            out[column] = ColumnType(kind, scale)
+        return out
+
+    def bind(self, key: Sequence[FieldKind], columns: Sequence[str], kinds: Sequence[FieldKind]) -> None:
+        """Fixes the canonical expressions of the key and of the compared columns (in the job's order)."""
+        self.key_integer = [k.type == "integer" for k in key]
+        self.key_exprs = [canonical_sql(k, self._quote(c)) for k, c in zip(key, self.config.key, strict=True)]
+        self.value_exprs = [canonical_sql(k, self._quote(c)) for k, c in zip(kinds, columns, strict=True)]
+
+    @property
+    def key_hash(self) -> str:
+        joined = self.key_exprs[0] if len(self.key_exprs) == 1 else f"concat_ws(chr(31), {', '.join(self.key_exprs)})"
+        return f"hashtextextended({joined}, 0)"
+
+    @property
+    def row_hash(self) -> str:
+        return f"hashtextextended(row({', '.join([*self.key_exprs, *self.value_exprs])})::text, 0)"
+
+    def integer_bounds(self) -> tuple[int, int, int] | None:
+        """(min, max, estimated rows) of a single integer key; None for other keys or an empty side."""
+        if len(self.key_exprs) != 1 or not self.key_integer[0]:
+            return None
+        column = self._quote(self.config.key[0])
+        row = self._one(f"SELECT min({column})::bigint, max({column})::bigint FROM {self.source}")
+        if row is None or row[0] is None:
+            return None
+        return int(row[0]), int(row[1]), self.estimate_rows()
+
+    def estimate_rows(self) -> int:
+        """The planner's row estimate of a table (no scan), else an exact count."""
+        if self.config.table is not None:
+            row = self._one("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)", name=self.source)
+            if row is not None and row[0] is not None and row[0] > 0:
+                return int(row[0])
+        row = self._one(f"SELECT count(*) FROM {self.source}")
+        return int(row[0]) if row is not None else 0
+
+    def whole_checksum(self) -> tuple[int, int]:
+        """Count and sum of row hashes over the whole side (the floor a comparison is measured against)."""
+        row = self._one(f"SELECT count(*), coalesce(sum({self.row_hash}), 0) FROM {self.source}")
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    def _one(self, sql: str, **params: Any) -> Any:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text(sql), params).first()
+        except SQLAlchemyError as exc:
+            raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def session(self, chunk: Chunk) -> Iterator[SqlChunkSession]:
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield SqlChunkSession(self, conn, chunk)
+        except SQLAlchemyError as exc:
+            raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+
+    def chunk_filter(self, chunk: Chunk) -> tuple[str, dict[str, Any]]:
+        parts, params = ["TRUE"], {}
+        if chunk.of > 1:
+            parts.append(f"(({self.key_hash} >> {_CHUNK_BITS}) & 65535) % {chunk.of} = {chunk.index}")
+        column = self._quote(self.config.key[0])
+        if chunk.lo is not None:
+            parts.append(f"{column} >= :lo")
+            params["lo"] = chunk.lo
+        if chunk.hi is not None:
+            parts.append(f"{column} < :hi")
+            params["hi"] = chunk.hi
+        return " AND ".join(parts), params
+
+    def order_by(self) -> str:
+        return ", ".join(e if integer else f"{e} COLLATE \"C\""
+                         for e, integer in zip(self._typed_keys(), self.key_integer, strict=True))
+
+    def _typed_keys(self) -> list[str]:
+        return [f"({self._quote(c)})::bigint" if integer else e
+                for c, e, integer in zip(self.config.key, self.key_exprs, self.key_integer, strict=True)]
+
+    def _where(self) -> str:
+        url = make_url(self.config.url)
+        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database} {self.config.table or 'query'}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class SqlChunkSession:
+    def __init__(self, side: SqlStateSide, conn: Connection, chunk: Chunk) -> None:
+        self.side = side
+        self.conn = conn
+        self.where, self.params = side.chunk_filter(chunk)
+
+    def checksums(self, level: Level) -> Figures:
+        s = self.side
+        where, params = self.where, dict(self.params)
+        if level.parents:
+            where += f" AND ({s.key_hash} & {(1 << level.parent_bits) - 1}) = ANY(:parents)"
+            params["parents"] = list(level.parents)
+        sql = (f"SELECT ({s.key_hash} & {(1 << level.bits) - 1}) AS bucket, count(*), sum({s.row_hash}) "
+               f"FROM {s.source} WHERE {where} GROUP BY 1")
+        return {int(b): (int(n), int(h)) for b, n, h in self.conn.execute(text(sql), params)}
+
+    def rows(self, leaves: Sequence[Leaf] | None) -> Iterator[tuple[Key, Sequence[str | None]]]:
+        s = self.side
+        where, params = self.where, dict(self.params)
+        if leaves is not None:
+            by_bits: dict[int, list[int]] = {}
+            for leaf in leaves:
+                by_bits.setdefault(leaf.bits, []).append(leaf.value)
+            terms = []
+            for i, (bits, values) in enumerate(sorted(by_bits.items())):
+                terms.append(f"({s.key_hash} & {(1 << bits) - 1}) = ANY(:leaf{i})")
+                params[f"leaf{i}"] = values
+            where += " AND (" + " OR ".join(terms) + ")"
+        keys = len(s.key_exprs)
+        sql = (f"SELECT {', '.join([*s._typed_keys(), *s.value_exprs])} FROM {s.source} WHERE {where} "
+               f"ORDER BY {s.order_by()}")
+        result = self.conn.execution_options(yield_per=s.config.fetch_size).execute(text(sql), params)
+        for row in result:
+            yield tuple(row[:keys]), tuple(row[keys:])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
