@@ -28,6 +28,9 @@ from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
 from strangler.maturity.store import SqlLedgerStore
 from strangler.precedence.rules import PrecedenceRules, Side, response_classifier, serving_side
+from strangler.reconcile.admin_api import drift_routes
+from strangler.reconcile.scheduler import ReconcileScheduler
+from strangler.reconcile.service import Reconciliation
 from strangler.routing.admin_api import flag_routes
 from strangler.routing.metrics import FlagMetrics
 from strangler.routing.modes import Mode
@@ -189,6 +192,9 @@ def build_admin(
     ledger_writer = BatchWriter(ledger)
     outcomes, outcome_writer = build_outcomes(config, engine, cache, ledger_writer.submit)
     service = FlagService(config.capabilities, store, evidence)
+    reconciliation = Reconciliation(config, engine, utcnow)
+    scheduler = ReconcileScheduler(reconciliation, lambda: {n: cache.flag(n).mode for n in config.capabilities},
+                                   registry)
 
     def readiness() -> tuple[bool, dict[str, Any]]:
         ready, detail = workers_ready()
@@ -204,10 +210,11 @@ def build_admin(
             *shadow_routes(evidence),
             *maturity_routes(ledger, config.maturity, utcnow),
             *outcome_routes(outcomes),
+            *drift_routes(reconciliation),
         ],
     )
     monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)
     return AdminParts(
         app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, ledger_writer, outcome_writer,
-                            outcomes]
+                            outcomes, scheduler]
     )

@@ -18,11 +18,12 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from strangler.cdc.config import CdcConfig
 from strangler.errors import ConfigError
 from strangler.gateway.config import GatewayConfigMixin
 from strangler.maturity.config import MaturityConfig
 from strangler.precedence.config import FollowCapability, PrecedenceConfig
+from strangler.precedence.rules import PrecedenceRules
+from strangler.reconcile.config import ReconcileConfig
 from strangler.routing.config import CapabilityConfig, FlagsConfig
 from strangler.routing.routes import parse_route, templates_overlap
 from strangler.shadow.config import DivergenceStoreConfig, OutcomesConfig
@@ -43,7 +44,7 @@ class StranglerConfig(GatewayConfigMixin):
     precedence: PrecedenceConfig = PrecedenceConfig()
     maturity: MaturityConfig = MaturityConfig()
     outcomes: OutcomesConfig = OutcomesConfig()
-    cdc: CdcConfig | None = None
+    reconcile: ReconcileConfig = ReconcileConfig()
 
     @model_validator(mode="after")
     def _references(self) -> StranglerConfig:
@@ -71,6 +72,15 @@ class StranglerConfig(GatewayConfigMixin):
         for aggregate, cap_name in self.outcomes.capabilities.items():
             if cap_name not in self.capabilities:
                 raise _KeyProblem(("outcomes", "capabilities", aggregate), f"unknown capability {cap_name!r}")
+        rules = PrecedenceRules(self.precedence)
+        for job_name, job in self.reconcile.jobs.items():
+            if job.no_authority == "error":
+                uncovered = rules.uncovered(job.entity, ["/" + f for f in job.fields])
+                if uncovered:
+                    why = "has no precedence rule for" if rules.entity(job.entity) is None else "has no authority for"
+                    raise _KeyProblem(("reconcile", "jobs", job_name, "fields"),
+                                      f"entity {job.entity!r} {why} the compared fields {', '.join(uncovered)} "
+                                      f"(add precedence.entities.{job.entity}.groups, or no_authority: report)")
         seen: list[tuple[str, int, Any]] = []
         for cap_name, cap in self.capabilities.items():
             for i, text in enumerate(cap.routes):
