@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override 'listen' (HOST:PORT)")
     p.set_defaults(func=cmd_serve)
 
+    from strangler.cdc.cli import add_parser as add_cdc_parser
     from strangler.routing.cli import add_parser as add_flags_parser
 
     add_flags_parser(sub)
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     from strangler.reconcile.cli import add_parser as add_reconcile_parser
 
     add_reconcile_parser(sub)
+    add_cdc_parser(sub)
 
     p = sub.add_parser("report", help="the divergence report, read from the store")
     p.add_argument("-c", "--config", required=True, metavar="FILE")

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from strangler.cdc.config import CdcConfig
 from strangler.errors import ConfigError
 from strangler.gateway.config import GatewayConfigMixin
 from strangler.maturity.config import MaturityConfig
@@ -45,6 +46,7 @@ class StranglerConfig(GatewayConfigMixin):
     maturity: MaturityConfig = MaturityConfig()
     outcomes: OutcomesConfig = OutcomesConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
+    cdc: CdcConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> StranglerConfig:
