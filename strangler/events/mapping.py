@@ -44,10 +44,12 @@ class DeadLetter:
     key: Any
     value: Any
     at: dt.datetime
+    correlation_id: str | None = None  # when the rule names a correlation column and the row has it
+    entity_key: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "position": self.position, "key": self.key, "value": self.value,
-                "at": self.at.isoformat()}
+                "at": self.at.isoformat(), "correlation_id": self.correlation_id, "entity_key": self.entity_key}
 
 
 @dataclass(slots=True)
@@ -100,7 +102,9 @@ class DomainEventMapper:
                 ordinals[rule.event] = ordinal + 1
                 result.events.append((rule.topic, self._event(rule, envelope, key, position, now, ordinal)))
             except (MappingError, BadValue) as exc:
-                result.dead.append(DeadLetter(f"{rule.event} from {rule.table}: {exc}", position, key, value, now))
+                cid, entity = _whose(rule, envelope)
+                result.dead.append(DeadLetter(f"{rule.event} from {rule.table}: {exc}", position, key, value, now,
+                                              cid, entity))
         return result
 
     def _selects(self, rule: MappingRule, envelope: ChangeEnvelope) -> bool:
@@ -163,6 +167,16 @@ class DomainEventMapper:
             causation_id=text(row.get(rule.causation_id)) if rule.causation_id else None,
             payload=payload.model_dump(mode="json"),
         )
+
+
+def _whose(rule: MappingRule, envelope: ChangeEnvelope) -> tuple[str | None, str | None]:
+    """The correlation id and entity key of a change that could not be mapped, as far as they can be read,
+    so that the request's journey can show the exception."""
+    row = envelope.row or {}
+    cid = text(row.get(rule.correlation_id)) if rule.correlation_id else None
+    keys = [rule.key] if isinstance(rule.key, str) else rule.key
+    values = [text(row.get(k)) for k in keys]
+    return cid, ":".join(v for v in values if v is not None) if all(values) else None
 
 
 def _holds(cond: Condition, row: dict[str, Any]) -> bool:
