@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_flags_parser(sub)
 
+    from strangler.events.cli import add_parser as add_events_parser
+
+    add_events_parser(sub)
+
     from strangler.reconcile.cli import add_parser as add_reconcile_parser
 
     add_reconcile_parser(sub)
