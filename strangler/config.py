@@ -23,6 +23,7 @@ from strangler.errors import ConfigError
 from strangler.gateway.config import GatewayConfigMixin
 from strangler.maturity.config import MaturityConfig
 from strangler.precedence.config import FollowCapability, PrecedenceConfig
+from strangler.precedence.coverage import uncovered_fields
 from strangler.precedence.rules import PrecedenceRules
 from strangler.reconcile.config import ReconcileConfig
 from strangler.routing.config import CapabilityConfig, FlagsConfig
@@ -74,6 +75,12 @@ class StranglerConfig(GatewayConfigMixin):
         for aggregate, cap_name in self.outcomes.capabilities.items():
             if cap_name not in self.capabilities:
                 raise _KeyProblem(("outcomes", "capabilities", aggregate), f"unknown capability {cap_name!r}")
+        events = self.cdc.domain_events if self.cdc is not None else None
+        gaps = uncovered_fields(events, self.precedence, self.outcomes.compare.ignore) if events is not None else []
+        if gaps:  # the outcome comparison would compare these fields with nobody authoritative for them
+            gap = gaps[0]
+            raise _KeyProblem(("precedence", "entities", gap.entity, *(() if gap.no_rule else ("groups",))),
+                              gap.message("cdc.domain_events.rules"))
         rules = PrecedenceRules(self.precedence)
         for job_name, job in self.reconcile.jobs.items():
             if job.no_authority == "error":

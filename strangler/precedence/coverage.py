@@ -30,7 +30,8 @@ class Uncovered:
         if self.no_rule:
             return (f"no precedence rule for entity {self.entity!r}, whose events are compared ({where}); "
                     f"add precedence.entities.{self.entity} with groups covering {', '.join(self.fields)}")
-        return f"compared fields with no authority: {', '.join(self.fields)} (payload fields of {where})"
+        return (f"compared fields with no authority: {', '.join(self.fields)} (payload fields of {where}); add them "
+                "to a group, or to outcomes.compare.ignore if they are not to be compared")
 
 
 def uncovered_fields(
