@@ -9,6 +9,7 @@ within a tolerance, case-insensitive strings. Non-JSON bodies are equal or diffe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class PointerSet:
         )
 
 
+@functools.lru_cache(maxsize=256)
 def is_json(content_type: str) -> bool:
     ct = content_type.split(";", 1)[0].strip().lower()
     return ct == "application/json" or ct.endswith("+json")
@@ -147,14 +149,37 @@ class Comparator:
             except orjson.JSONDecodeError:
                 pass
             else:
-                nodes = () if self.patterns.empty else (self.patterns.root,)
-                self._walk(a_doc, b_doc, "", nodes, out)
+                out += self._documents(a_doc, b_doc)
                 return out
         out.append(FieldDifference("body", _digest(primary.body), _digest(other.body)))
         return out
 
-    def _walk(self, a: Any, b: Any, path: str, nodes: tuple[_Node, ...], out: list[FieldDifference]) -> None:
-        """Walk two parsed documents; scalars equal in type and value are skipped without a call."""
+    def _documents(self, a: Any, b: Any) -> list[FieldDifference]:
+        """The differences of two parsed documents.
+
+        Subtrees that Python finds equal (`==`, in C) are skipped, and confirmed all at once afterwards:
+        Python's `==` takes true for 1, JSON does not. The skipped subtrees' serialisations are compared
+        (as they are, then with sorted keys); should they differ (a bool met a number, or 1 met 1.0), the
+        documents are walked again confirming each subtree on its own.
+        """
+        nodes = () if self.patterns.empty else (self.patterns.root,)
+        found: list[FieldDifference] = []
+        skipped: list[Any] = []  # pairs of equal-looking subtrees, flattened: a0, b0, a1, b1, ...
+        self._walk(a, b, "", nodes, found, skipped)
+        if skipped:
+            left, right = skipped[0::2], skipped[1::2]
+            if orjson.dumps(left) != orjson.dumps(right) and _canonical(left) != _canonical(right):
+                found = []
+                self._walk(a, b, "", nodes, found, None)
+        return found
+
+    def _walk(self, a: Any, b: Any, path: str, nodes: tuple[_Node, ...], out: list[FieldDifference],
+              skipped: list[Any] | None) -> None:
+        """Walk two parsed documents; equal scalars and equal-looking subtrees are skipped without a call.
+
+        With `skipped` a list, skipped subtrees are appended to it for one confirmation at the end; with
+        None, each is confirmed on the spot.
+        """
         for node in nodes:
             if node.ignore:
                 return
@@ -164,9 +189,16 @@ class Comparator:
                 if key in b:
                     vb = b[key]
                     tva = type(va)
-                    if tva is type(vb) and tva in _SCALARS and va == vb:
-                        continue
-                    self._walk(va, vb, path + "/" + _token(key), _advance(nodes, key) if nodes else nodes, out)
+                    if tva is type(vb) and va == vb:
+                        if tva in _SCALARS:
+                            continue
+                        if skipped is not None:
+                            skipped += (va, vb)
+                            continue
+                        if _canonical(va) == _canonical(vb):
+                            continue
+                    self._walk(va, vb, path + "/" + _token(key), _advance(nodes, key) if nodes else nodes, out,
+                               skipped)
                 elif not (nodes and _ignored(nodes, key)):
                     out.append(FieldDifference(path + "/" + _token(key), va, MISSING))
             for key, vb in b.items():
@@ -181,10 +213,16 @@ class Comparator:
             for i in range(min(len(a), len(b))):
                 va, vb = a[i], b[i]
                 tva = type(va)
-                if tva is type(vb) and tva in _SCALARS and va == vb:
-                    continue
+                if tva is type(vb) and va == vb:
+                    if tva in _SCALARS:
+                        continue
+                    if skipped is not None:
+                        skipped += (va, vb)
+                        continue
+                    if _canonical(va) == _canonical(vb):
+                        continue
                 key = str(i)
-                self._walk(va, vb, path + "/" + key, _advance(nodes, key) if nodes else nodes, out)
+                self._walk(va, vb, path + "/" + key, _advance(nodes, key) if nodes else nodes, out, skipped)
             for i in range(len(b), len(a)):
                 if not (nodes and _ignored(nodes, str(i))):
                     out.append(FieldDifference(f"{path}/{i}", a[i], MISSING))

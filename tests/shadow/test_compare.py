@@ -261,3 +261,21 @@ def test_one_comparator_serves_many_comparisons() -> None:
     for i in range(3):
         found = comparator.compare(response({"at": i, "v": 1}), response({"at": -i, "v": i}))
         assert [d.path for d in found] == ([] if i == 1 else ["/v"])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ({"o": {"flag": True, "n": 1}}, {"o": {"flag": 1, "n": 1}}, [("/o/flag", True, 1)]),
+        ({"l": [{"x": False}]}, {"l": [{"x": 0}]}, [("/l/0/x", False, 0)]),
+        ({"l": [[1, True]]}, {"l": [[1, 1.0]]}, [("/l/0/1", True, 1.0)]),
+        ({"o": {"n": 1}, "p": {"q": [2]}}, {"o": {"n": 1.0}, "p": {"q": [2.0]}}, []),  # 1 and 1.0: equal
+        ({"o": {"a": 1, "b": True}}, {"o": {"b": True, "a": 1}}, []),  # key order does not matter
+        ({"o": {"a": 1, "b": True}, "c": 1}, {"o": {"b": 1, "a": 1}, "c": 2}, [("/o/b", True, 1), ("/c", 1, 2)]),
+    ],
+)
+def test_subtrees_that_python_finds_equal_are_still_compared_as_json(
+    a: Any, b: Any, expected: list[tuple[str, Any, Any]]
+) -> None:
+    # Python says {"flag": True} == {"flag": 1}; JSON does not
+    assert diff(a, b) == expected
