@@ -19,17 +19,24 @@ ADMIN_TOKEN = "integration-admin-token-0123456789"
 
 
 class GatewayProcess:
-    """One `strangler serve` process. `config` is the YAML document without `listen` and `admin`."""
+    """One `strangler serve` process. `config` is the YAML document without `listen` and `admin`.
+
+    The process runs in `directory`, with its own SQLite store there unless `config` names one: gateways
+    of different tests never share flags.
+    """
 
     def __init__(self, config: dict[str, Any], directory: Path) -> None:
+        directory = directory.resolve()
         self.port = free_port()
         self.admin_port = free_port()
         self.config = {
             "listen": f"127.0.0.1:{self.port}",
             "admin": {"listen": f"127.0.0.1:{self.admin_port}", "tokens": {"ops": ADMIN_TOKEN}},
+            "store": f"sqlite:///{directory / 'strangler.db'}",
             **config,
         }
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.config_path = directory / "strangler.yaml"
         self.log_path = directory / "serve.log"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
@@ -52,7 +59,9 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         command = [sys.executable, "-m", "strangler", "--log-level", "WARNING", "serve", "-c", str(self.config_path)]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
