@@ -134,6 +134,15 @@ async def _disconnect(receive: Any) -> None:
         pass
 
 
+def _without_shadow_marker(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Only the gateway marks a request as mirrored: upstreams act on `X-Strangler-Shadow` (a dry run
+    applies nothing), so a client's own value must not reach them."""
+    for name, _ in headers:
+        if name == "x-strangler-shadow":
+            return [(n, v) for n, v in headers if n != "x-strangler-shadow"]
+    return headers
+
+
 class ProxyApp:
     def __init__(
         self,
@@ -247,7 +256,8 @@ class ProxyApp:
         body = BodyStream(receive, limit) if has_body else None
         query = scope.get("query_string") or b""
         target = path + "?" + query.decode("latin-1") if query else path
-        request = UpstreamRequest(method, target, prepared.upstream, body, chunked=prepared.chunked)
+        request = UpstreamRequest(method, target, _without_shadow_marker(prepared.upstream), body,
+                                  chunked=prepared.chunked)
         capability = route.capability or "-"
         entity = None
         if self.ledger is not None and route.capability is not None and method in self._tracked:
