@@ -64,6 +64,8 @@ def _offset_seconds(text: str) -> int:
 
 
 def date_days(data: bytes) -> int:
+    if len(data) == 10 and data[4] == 45:  # YYYY-MM-DD
+        return days_from_civil(int(data[:4]), int(data[5:7]), int(data[8:]))
     text = data.decode()
     if text == "infinity":
         return DATE_INFINITY
@@ -77,6 +79,10 @@ def time_micros(data: bytes) -> int:
 
 
 def timestamp_micros(data: bytes) -> int:
+    if len(data) >= 19 and data[4] == 45 and data[10] == 32 and data[-1] != 67:  # YYYY-MM-DD HH:MM:SS[.f], not BC
+        days = days_from_civil(int(data[:4]), int(data[5:7]), int(data[8:10]))
+        seconds = ((days * 24 + int(data[11:13])) * 60 + int(data[14:16])) * 60 + int(data[17:19])
+        return seconds * 1_000_000 + (int(data[20:].ljust(6, b"0")) if len(data) > 20 else 0)
     text = data.decode()
     if text == "infinity":
         return TIMESTAMP_INFINITY

@@ -34,7 +34,7 @@ from strangler.cdc.pgcatalog import (
     server_lag_bytes,
     slot_info,
 )
-from strangler.cdc.pgoutput import Relation, decode
+from strangler.cdc.pgoutput import Relation
 from strangler.cdc.ports import Checkpoint, SourceStatus
 from strangler.cdc.snapshot import (
     SnapshotProgress,
@@ -280,7 +280,7 @@ class PostgresSource:
                     select.select([self._replication], [], [], deadline - now)
                     translator.now_us = time.time_ns() // 1000
                     continue
-                feed(decode(message.payload), message.data_start, out)
+                feed(message.payload, message.data_start, out)
         except psycopg2.Error as exc:
             raise SourceError(f"the replication stream failed: {exc}".strip()) from exc
         return out

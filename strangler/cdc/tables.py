@@ -33,6 +33,7 @@ class CapturedColumn:
     type_name: str
     renderer: Renderer
     optional: bool
+    modifier: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ def capture_table(
             renderer = renderer_for(pgtype, modifier, rules.decimal_mode)
         except UnsupportedType as exc:
             raise UnmappableColumn(f"{schema}.{name}", column.name, pgtype.name, str(exc)) from None
-        captured.append(CapturedColumn(column.name, index, pgtype.name, renderer, column.optional))
+        captured.append(CapturedColumn(column.name, index, pgtype.name, renderer, column.optional, modifier))
     names = {c.name for c in captured}
     missing = [k for k in primary_key if k not in names]
     if missing:
