@@ -22,7 +22,7 @@ class KafkaRecordSink:
         from confluent_kafka import Producer
 
         self._errors: list[str] = []
-        self._producer = Producer({
+        self._producer: Any = Producer({
             "bootstrap.servers": bootstrap_servers, "linger.ms": 5,
             **(settings or {}), **SAFE_PRODUCER, "error_cb": self._on_error,
         })
@@ -53,6 +53,12 @@ class KafkaRecordSink:
 
     def close(self) -> None:
         self._producer.flush(0)
+        self._producer = _Closed()  # the client's threads and connections go with the last reference
+
+
+class _Closed:
+    def __getattr__(self, name: str) -> Any:
+        raise SinkUnavailable("the Kafka sink is closed")
 
 
 class JsonlRecordSink:

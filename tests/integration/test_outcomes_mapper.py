@@ -68,13 +68,13 @@ def config(bootstrap: str, source: str, events: str, dead: str, group: str) -> d
             "publish": {"bootstrap_servers": bootstrap}}
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> None:
+def wait_for(condition: Any, timeout: float, what: str, detail: Any = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{detail()}")
 
 
 def test_changes_become_events_and_dead_letters_and_offsets_follow_the_acknowledgements(
@@ -138,7 +138,8 @@ def test_killed_mid_way_and_restarted_nothing_is_lost_and_duplicates_keep_their_
     produce(bootstrap, source, [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=10_000 + i)))
                                 for i in range(total)])
     path = tmp_path / "strangler.yaml"
-    path.write_text(yaml.safe_dump({"store": f"sqlite:///{tmp_path}/store.db",
+    precedence = {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}}
+    path.write_text(yaml.safe_dump({"store": f"sqlite:///{tmp_path}/store.db", "precedence": precedence,
                                     "cdc": {"domain_events": config(bootstrap, source, events, dead, group)}}))
 
     def start() -> subprocess.Popen[bytes]:
@@ -146,9 +147,15 @@ def test_killed_mid_way_and_restarted_nothing_is_lost_and_duplicates_keep_their_
             return subprocess.Popen([sys.executable, "-m", "strangler", "events", "run", "-c", str(path)],
                                     stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
+    def published(process: subprocess.Popen[bytes], at_least: int) -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the mapper exited {process.returncode}:\n{(tmp_path / 'mapper.log').read_text()}")
+        return len(consume_all(bootstrap, events, timeout=30)) >= at_least
+
     first = start()
     try:
-        wait_for(lambda: len(consume_all(bootstrap, events, timeout=30)) >= 2_000, 90, "the first events")
+        wait_for(lambda: published(first, 2_000), 90, "the first events",
+                 lambda: (tmp_path / "mapper.log").read_text())
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -159,7 +166,8 @@ def test_killed_mid_way_and_restarted_nothing_is_lost_and_duplicates_keep_their_
 
     second = start()
     try:
-        wait_for(lambda: committed(bootstrap, group, source) == total, 180, "the restarted mapper to finish")
+        wait_for(lambda: committed(bootstrap, group, source) == total, 180, "the restarted mapper to finish",
+                 lambda: (tmp_path / "mapper.log").read_text())
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, (tmp_path / "mapper.log").read_text()
     finally:
