@@ -28,6 +28,8 @@ def parse_duration(value: str | float | int) -> float:
     """Seconds from `90`, `"90s"`, `"15m"`, `"1h30m"`; ValueError otherwise."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
+    elif re.fullmatch(r"\d+(?:\.\d+)?", str(value).strip()):
+        seconds = float(str(value).strip())
     else:
         match = _DURATION.fullmatch(str(value).strip())
         if not match or not any(match.groups()):

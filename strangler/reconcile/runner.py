@@ -173,9 +173,13 @@ class JobRunner:
             result.compared = found.equal_rows
             if not found.whole and not found.leaves:
                 return result
-            leaves = None if found.whole else found.leaves
             result.queries += 2
-            for key, x, y in merge_sorted(a.rows(leaves), b.rows(leaves)):
+            if found.whole:  # the whole chunk: streamed, memory bounded by the fetch size
+                pairs = merge_sorted(a.rows(None), b.rows(None))
+            else:  # a few leaves: read on both sides at once
+                left, right = self._both(lambda: list(a.rows(found.leaves)), lambda: list(b.rows(found.leaves)))
+                pairs = merge_sorted(left, right)
+            for key, x, y in pairs:
                 result.compared += 1
                 result.read_rows += (x is not None) + (y is not None)
                 drift = compare_entity(key, plan.names, x, y, self.authorities)

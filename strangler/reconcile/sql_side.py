@@ -161,6 +161,11 @@ class SqlStateSide:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
+                    # enough memory to aggregate the buckets in a hash table rather than by sorting the rows,
+                    # and parallel workers for a chunk as PostgreSQL uses them for a scan of the whole table
+                    conn.execute(text("SET LOCAL work_mem = '64MB'"))
+                    conn.execute(text("SET LOCAL parallel_setup_cost = 10"))
+                    conn.execute(text("SET LOCAL parallel_tuple_cost = 0.001"))
                     yield SqlChunkSession(self, conn, chunk)
         except SQLAlchemyError as exc:
             raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
@@ -204,10 +209,11 @@ class SqlChunkSession:
         s = self.side
         where, params = self.where, dict(self.params)
         if level.parents:
-            where += f" AND ({s.key_hash} & {(1 << level.parent_bits) - 1}) = ANY(:parents)"
-            params["parents"] = list(level.parents)
-        sql = (f"SELECT ({s.key_hash} & {(1 << level.bits) - 1}) AS bucket, count(*), sum({s.row_hash}) "
-               f"FROM {s.source} WHERE {where} GROUP BY 1")
+            where += f" AND ({s.key_hash} & {(1 << level.parent_bits) - 1}) = ANY({_int_array(level.parents)})"
+        # OFFSET 0 keeps the hashing in the subquery, below the Gather: parallel workers hash the rows,
+        # the leader only adds up per bucket
+        sql = (f"SELECT bucket, count(*), sum(h) FROM (SELECT ({s.key_hash} & {(1 << level.bits) - 1}) AS bucket, "
+               f"{s.row_hash} AS h FROM {s.source} WHERE {where} OFFSET 0) AS hashed GROUP BY 1")
         return {int(b): (int(n), int(h)) for b, n, h in self.conn.execute(text(sql), params)}
 
     def rows(self, leaves: Sequence[Leaf] | None) -> Iterator[tuple[Key, Sequence[str | None]]]:
@@ -218,9 +224,8 @@ class SqlChunkSession:
             for leaf in leaves:
                 by_bits.setdefault(leaf.bits, []).append(leaf.value)
             terms = []
-            for i, (bits, values) in enumerate(sorted(by_bits.items())):
-                terms.append(f"({s.key_hash} & {(1 << bits) - 1}) = ANY(:leaf{i})")
-                params[f"leaf{i}"] = values
+            for bits, values in sorted(by_bits.items()):
+                terms.append(f"({s.key_hash} & {(1 << bits) - 1}) = ANY({_int_array(values)})")
             where += " AND (" + " OR ".join(terms) + ")"
         keys = len(s.key_exprs)
         sql = (f"SELECT {', '.join([*s._typed_keys(), *s.value_exprs])} FROM {s.source} WHERE {where} "
@@ -228,6 +233,11 @@ class SqlChunkSession:
         result = self.conn.execution_options(yield_per=s.config.fetch_size).execute(text(sql), params)
         for row in result:
             yield tuple(row[:keys]), tuple(row[keys:])
+
+
+def _int_array(values: Sequence[int]) -> str:
+    """A constant array literal: PostgreSQL hashes a constant `= ANY(...)` list once, not per row."""
+    return "'{" + ",".join(str(int(v)) for v in values) + "}'::bigint[]"
 
 
 def _first_line(exc: BaseException) -> str:
