@@ -73,8 +73,13 @@ def uvicorn_config(app: Any, config: StranglerConfig, **overrides: Any) -> uvico
     return uvicorn.Config(app, **options)
 
 
+_WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _worker_main(config: StranglerConfig, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM drains
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until uvicorn installs its handler: nothing to drain
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)  # blocked by `Supervisor._spawn`
     from prometheus_client import CollectorRegistry
 
     from strangler.app import build_proxy
@@ -124,7 +129,13 @@ class Supervisor:
 
     def _spawn(self) -> BaseProcess:
         process = self.context.Process(target=_worker_main, args=(self.config, self.sock), daemon=True)
-        process.start()
+        # A worker forked while the admin loop runs inherits asyncio's no-op handler for SIGTERM: a drain
+        # signalled while it starts would be swallowed. Blocked, the signal waits for `_worker_main`.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return process
 
     def start_workers(self) -> None:

@@ -142,3 +142,29 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path, legacy_echo: EchoUpstrea
         assert httpx.get(f"{gateway.url}/after-respawn", timeout=5).status_code == 200
     finally:
         assert gateway.stop() == 0
+
+
+def test_sigterm_while_a_replacement_worker_starts_still_exits_promptly(
+    tmp_path: Path, legacy_echo: EchoUpstream
+) -> None:
+    # a worker forked by the running supervisor must not swallow the drain's SIGTERM while it starts
+    config = {
+        "workers": 2,
+        "limits": {"drain_timeout": 3},
+        "upstreams": {"legacy": {"url": legacy_echo.url}},
+        "default_upstream": "legacy",
+    }
+    gateway = GatewayProcess(config, tmp_path / "early-term").start()
+    try:
+        workers = gateway.worker_pids()
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while set(gateway.worker_pids()) <= set(workers) and time.monotonic() < deadline:
+            pass  # no sleep: signal the supervisor the moment the replacement exists
+        signalled = time.monotonic()
+        gateway.terminate()
+        assert gateway.process is not None
+        assert gateway.process.wait(15) == 0
+        assert time.monotonic() - signalled < 3
+    finally:
+        gateway.stop()
