@@ -92,12 +92,14 @@ def retries(gateway: GatewayProcess, upstream: str) -> float:
     return metric_value(gateway.metrics(), "strangler_upstream_retries_total", upstream=upstream)
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize(("upstream", "expected"), [("refused", 2), ("refused-once", 0)])
 def test_connect_failure_is_retried_up_to_the_configured_retries(
-    client: httpx.Client, gateway: GatewayProcess, upstream: str, expected: int
+    client: httpx.Client, gateway: GatewayProcess, upstream: str, expected: int, method: str
 ) -> None:
+    # nothing was sent: safe to try again whatever the method, body included
     before = retries(gateway, upstream)
-    assert_problem(client.get(f"/{upstream}/x"), 502)
+    assert_problem(client.request(method, f"/{upstream}/x", content=b"payload" if method == "POST" else None), 502)
     assert retries(gateway, upstream) - before == expected
 
 
