@@ -11,12 +11,15 @@ settings, multiprocess metrics). CPU per request is read from /proc for each pro
     python bench/proxy.py                  # full run, prints a table, rewrites its section of bench/RESULTS.md
     python bench/proxy.py --duration 3 --repeats 1 --no-write      # quick look
     python bench/proxy.py --profile 10     # also py-spy the strangler workers under 50 connections
-    python bench/proxy.py --client mypkg.client:MyUpstreamClient   # also measure another UpstreamClient
+    python bench/proxy.py --client httptools-prototype   # also strangler with the prototype client below
+    python bench/proxy.py --client mypkg.client:MyUpstreamClient   # ... or with any other UpstreamClient
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
 import contextlib
 import importlib
 import multiprocessing
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httptools
 import httpx
 
 from strangler.gateway.config import UpstreamConfig
@@ -131,6 +135,152 @@ class HttpxUpstreamClient:
             self._client = None
 
 
+# --- a prototype of a leaner upstream client (to measure what the aiohttp layer costs) ------------------------
+
+
+class _PrototypeConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; httptools parses the responses as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.complete = False
+        self.closed = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None  # woken by headers, a body chunk, the end or an error
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.complete:
+            self.error = UpstreamUnavailable(f"upstream closed the connection: {exc!r}")
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = UpstreamUnavailable(f"invalid response from upstream: {exc}")
+            self._wake()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+
+class _PrototypeResponse:
+    __slots__ = ("_conn", "_idle", "status", "headers")
+
+    def __init__(self, conn: _PrototypeConnection, idle: collections.deque[_PrototypeConnection]) -> None:
+        self._conn, self._idle = conn, idle
+        self.status, self.headers = conn.status, conn.headers
+
+    async def body(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                yield conn.chunks.popleft()
+            elif conn.complete:
+                return
+            elif conn.error is not None:
+                raise conn.error
+            else:
+                await conn.wait()
+
+    async def close(self) -> None:
+        conn = self._conn
+        if conn.complete and not conn.closed and conn.parser.should_keep_alive():
+            self._idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+
+class PrototypeHttptoolsClient:
+    """The `UpstreamClient` port on asyncio.Protocol + httptools with a LIFO keep-alive pool.
+
+    A measuring device, not a product: requests without a body only, no timeouts, no pool limit, a stale
+    keep-alive connection is not retried. `--client httptools-prototype` runs strangler with it.
+    """
+
+    def __init__(self, name: str, config: UpstreamConfig) -> None:
+        from yarl import URL
+
+        url = URL(config.url)
+        self.name = name
+        self._host, self._port = url.host or "127.0.0.1", url.port or 80
+        self._host_header = f"host: {url.host}:{self._port}\r\n".encode()
+        self._idle: collections.deque[_PrototypeConnection] = collections.deque()
+
+    async def _connection(self) -> _PrototypeConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(_PrototypeConnection, self._host, self._port)
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to upstream {self.name!r}: {exc}") from exc
+        return conn
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.body is not None:
+            raise UpstreamUnavailable("the prototype client sends no request bodies")
+        conn = await self._connection()
+        head = [f"{request.method} {request.target} HTTP/1.1\r\n".encode(), self._host_header]
+        head += [f"{name}: {value}\r\n".encode() for name, value in request.headers]
+        head.append(b"\r\n")
+        conn.chunks.clear()
+        conn.status = 0
+        if conn.transport is None or conn.transport.is_closing():
+            raise ConnectFailed(f"upstream {self.name!r}: the pooled connection is gone")
+        conn.transport.write(b"".join(head))
+        while not conn.status and conn.error is None:
+            await conn.wait()
+        if conn.error is not None:
+            raise conn.error
+        return _PrototypeResponse(conn, self._idle)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.transport is not None:
+                conn.transport.close()
+
+
 class _HttpxOpenedMarker:
     printed = False
 
@@ -138,6 +288,8 @@ class _HttpxOpenedMarker:
 def _load_client(spec: str) -> type[Any]:
     if spec == "httpx":
         return HttpxUpstreamClient
+    if spec == "httptools-prototype":
+        return PrototypeHttptoolsClient
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
@@ -906,7 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default 3)")
     parser.add_argument("--only", nargs="*", metavar="NAME", help=f"measure only these ({', '.join(CONFIGS)})")
     parser.add_argument("--client", action="append", default=[], metavar="MODULE:CLASS",
-                        help="also measure strangler with this UpstreamClient class (repeatable)")
+                        help="also measure strangler with this UpstreamClient class (repeatable); "
+                        "'httptools-prototype' names PrototypeHttptoolsClient below")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
                         help="before each cell, wait up to SECONDS for other processes to go quiet (default 60)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
