@@ -43,6 +43,7 @@ from strangler.shadow.compare import PointerSet
 from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.mirror import Shadow
+from strangler.shadow.mirror_client import MirrorClients
 from strangler.shadow.outcome_service import OutcomeService, OutcomeStore, outcome_routes
 from strangler.shadow.outcomes import OutcomeJoiner
 from strangler.shadow.store import SqlDivergenceStore
@@ -80,9 +81,10 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     ledger = BatchWriter(SqlLedgerStore(engine))
     expected = {name: PointerSet(cap.compare.expected) for name, cap in config.capabilities.items()}
     classify = response_classifier(expected, PrecedenceRules(config.precedence))
-    shadow = Shadow(config.capabilities, clients, writer.submit, shadow_metrics, classify=classify)
+    mirror_clients = MirrorClients(config.upstreams)  # a lean client: mirrors are read whole, never streamed
+    shadow = Shadow(config.capabilities, mirror_clients, writer.submit, shadow_metrics, classify=classify)
     return ProxyApp(config, flags=cache, registry=registry, clients=clients,
-                    lifecycle=[refresher, writer, ledger], shadow=shadow, ledger=ledger.submit)
+                    lifecycle=[refresher, writer, ledger, mirror_clients], shadow=shadow, ledger=ledger.submit)
 
 
 class SchemaUpgrader:

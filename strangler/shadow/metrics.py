@@ -4,6 +4,7 @@ divergence by field with bounded cardinality (the first `max_fields` distinct fi
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -26,12 +27,19 @@ class ShadowMetrics:
                                  "queue full, or the store failing past the retries)", registry=registry)
         self._max_fields = max_fields
         self._seen_fields: dict[str, set[str]] = {}
+        self._children: dict[tuple[Counter, str], Any] = {}  # labelled once: `labels()` takes a lock each time
+
+    def _child(self, counter: Counter, capability: str) -> Any:
+        child = self._children.get((counter, capability))
+        if child is None:
+            child = self._children[(counter, capability)] = counter.labels(capability)
+        return child
 
     def mirrored(self, capability: str) -> None:
-        self._mirrored.labels(capability).inc()
+        self._child(self._mirrored, capability).inc()
 
     def dropped(self, capability: str) -> None:
-        self._dropped.labels(capability).inc()
+        self._child(self._dropped, capability).inc()
 
     def skipped(self, capability: str, reason: str) -> None:
         self._skipped.labels(capability, reason).inc()
@@ -43,10 +51,10 @@ class ShadowMetrics:
         self._unstored.inc(count)
 
     def compared(self, capability: str, fields: Iterable[str]) -> None:
-        self._compared.labels(capability).inc()
+        self._child(self._compared, capability).inc()
         fields = list(fields)
         if fields:
-            self._divergent.labels(capability).inc()
+            self._child(self._divergent, capability).inc()
         seen = self._seen_fields.setdefault(capability, set())
         for name in fields:
             if name not in seen and len(seen) < self._max_fields:

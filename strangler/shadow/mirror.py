@@ -184,17 +184,15 @@ class Shadow:
 
     async def _run(self, job: ShadowJob) -> None:
         try:
-            mirror_upstream = job.route.decision.mirror or ""
-            other_task = asyncio.create_task(self._call(job, mirror_upstream, shadow_value(job)))
             noise_task = None
-            if job.noise:
+            if job.noise:  # the second call to the serving side runs beside the mirror
                 noise_upstream = job.route.decision.primary
                 if job.cap.shadow.secondary is not None and job.route.decision.target == "legacy":
                     noise_upstream = job.cap.shadow.secondary  # a second legacy instance
                 noise_task = asyncio.create_task(self._call(job, noise_upstream, "noise"))
             self.metrics.mirrored(job.capability)
+            other = await self._call(job, job.route.decision.mirror or "", shadow_value(job))
             primary = await job.primary
-            other = await other_task
             self._compare(job, primary, other, "candidate")
             if noise_task is not None:
                 self._compare(job, primary, await noise_task, "noise")
