@@ -117,6 +117,8 @@ class SqlStateSide:
 
     @property
     def key_hash(self) -> str:
+        if len(self.key_exprs) == 1 and self.key_integer[0]:  # no text conversion for the common integer key
+            return f"hashint8extended(({self._quote(self.config.key[0])})::bigint, 0)"
         joined = self.key_exprs[0] if len(self.key_exprs) == 1 else f"concat_ws(chr(31), {', '.join(self.key_exprs)})"
         return f"hashtextextended({joined}, 0)"
 
