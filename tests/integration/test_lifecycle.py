@@ -124,43 +124,39 @@ def test_sigterm_drains_in_flight_requests_then_exits(
     assert gateway.worker_pids() == []
 
 
-def test_a_worker_that_dies_is_replaced(tmp_path: Path, legacy_echo: EchoUpstream) -> None:
-    config = {"workers": 2, "upstreams": {"legacy": {"url": legacy_echo.url}}, "default_upstream": "legacy"}
-    gateway = GatewayProcess(config, tmp_path / "respawn").start()
-    try:
-        killed, survivor = gateway.worker_pids()
-        os.kill(killed, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            workers = gateway.worker_pids()
-            if killed not in workers and len(workers) == 2:
-                break
-            time.sleep(0.05)
-        assert killed not in workers and survivor in workers and len(workers) == 2
-        assert httpx.get(f"{gateway.admin_url}/readyz").status_code == 200
-        os.kill(survivor, signal.SIGKILL)  # for a moment the replacement is the only worker: it must serve
-        assert httpx.get(f"{gateway.url}/after-respawn", timeout=5).status_code == 200
-    finally:
-        assert gateway.stop() == 0
+def replacement_of(gateway: GatewayProcess, dead: int, *, poll: float) -> int:
+    """The worker the supervisor starts in place of `dead` (waited for with `poll` seconds between looks)."""
+    before = set(gateway.worker_pids()) - {dead}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        new = set(gateway.worker_pids()) - before - {dead}
+        if new:
+            return new.pop()
+        time.sleep(poll)
+    raise AssertionError(f"worker {dead} was not replaced")
 
 
-def test_sigterm_while_a_replacement_worker_starts_still_exits_promptly(
-    tmp_path: Path, legacy_echo: EchoUpstream
-) -> None:
-    # a worker forked by the running supervisor must not swallow the drain's SIGTERM while it starts
+def test_a_dead_worker_is_replaced_and_a_starting_one_still_drains(tmp_path: Path, legacy_echo: EchoUpstream) -> None:
     config = {
         "workers": 2,
         "limits": {"drain_timeout": 3},
         "upstreams": {"legacy": {"url": legacy_echo.url}},
         "default_upstream": "legacy",
     }
-    gateway = GatewayProcess(config, tmp_path / "early-term").start()
+    gateway = GatewayProcess(config, tmp_path / "respawn").start()
     try:
-        workers = gateway.worker_pids()
-        os.kill(workers[0], signal.SIGKILL)
+        first, second = gateway.worker_pids()
+        os.kill(first, signal.SIGKILL)
+        replacement = replacement_of(gateway, first, poll=0.05)
         deadline = time.monotonic() + 5
-        while set(gateway.worker_pids()) <= set(workers) and time.monotonic() < deadline:
-            pass  # no sleep: signal the supervisor the moment the replacement exists
+        while httpx.get(f"{gateway.admin_url}/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(second, signal.SIGKILL)  # for a moment the replacement is the only worker: it must serve
+        assert httpx.get(f"{gateway.url}/after-respawn", timeout=5).status_code == 200
+
+        # a worker forked by the running supervisor must not swallow the drain's SIGTERM while it starts
+        os.kill(replacement, signal.SIGKILL)
+        replacement_of(gateway, replacement, poll=0)
         signalled = time.monotonic()
         gateway.terminate()
         assert gateway.process is not None
