@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import HANG_TIMEOUT, SMALL_BODY_LIMIT
+from tests.integration.main_gateway import HANG_TIMEOUT, SMALL_BODY_LIMIT
 from tests.support.echo import EchoUpstream
 from tests.support.gateway import GatewayProcess, memory_kib, metric_value
 from tests.support.raw_upstream import RawUpstream
