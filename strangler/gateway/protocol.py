@@ -64,7 +64,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(status_line + head + b"connection: close\r\n\r\n" + body)
         # Closing now, with the client's bytes unread, would reset the connection and could destroy the
         # answer before the client reads it; stop reading instead, and close a little later.
-        self.transport.write_eof()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
         self.transport.pause_reading()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
