@@ -9,6 +9,7 @@ with the reason and the source position: nothing is dropped silently.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from strangler.events.model import DomainEvent, payload_model, time_fields, vali
 from strangler.events.outbox import OutboxRouter
 
 NAMESPACE = uuid.UUID("6f1d3c1e-9a55-4c0e-8a8e-5f0c2b7a9d41")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +64,30 @@ class MappingError(ValueError):
     """A change that cannot become the event its rule asks for; the message is the dead letter's reason."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One rule, prepared once: the columns to read, which are times, and how to validate the payload."""
+
+    rule: MappingRule
+    keys: tuple[str, ...]
+    fields: tuple[tuple[str, str, type[dt.date] | None], ...]  # (payload field, column, time type or None)
+    model: type[BaseModel]
+    event_type: str
+    version: int
+
+
 class DomainEventMapper:
     def __init__(self, config: DomainEventsConfig) -> None:
         self.config = config
         self.models: dict[str, type[BaseModel]] = {name: payload_model(name, t) for name, t in config.types.items()}
-        self.names = {name: t.name or name for name, t in config.types.items()}
-        self._times = {name: time_fields(model) for name, model in self.models.items()}
-        self._rules: dict[str, list[MappingRule]] = {}
+        self._plans: dict[str, list[_Plan]] = {}
         for rule in config.rules:
-            self._rules.setdefault(rule.table, []).append(rule)
+            model, times = self.models[rule.event], time_fields(self.models[rule.event])
+            declared = config.types[rule.event]
+            self._plans.setdefault(rule.table, []).append(_Plan(
+                rule, (rule.key,) if isinstance(rule.key, str) else tuple(rule.key),
+                tuple((name, column, times.get(name)) for name, column in rule.payload.items()),
+                model, declared.name or rule.event, declared.version))
         self._outbox = {route.table: OutboxRouter(route, config, self.models) for route in config.outbox}
 
     def map(self, key: Any, value: Any, position: str, now: dt.datetime) -> MappingResult:
@@ -94,13 +111,14 @@ class DomainEventMapper:
                 if routed is not None:
                     result.events.append(routed)
         ordinals: dict[str, int] = {}
-        for rule in self._rules.get(envelope.table, ()):
+        for plan in self._plans.get(envelope.table, ()):
+            rule = plan.rule
             try:
                 if not self._selects(rule, envelope):
                     continue
                 ordinal = ordinals.get(rule.event, 0)
                 ordinals[rule.event] = ordinal + 1
-                result.events.append((rule.topic, self._event(rule, envelope, key, position, now, ordinal)))
+                result.events.append((rule.topic, self._event(plan, envelope, key, position, now, ordinal)))
             except (MappingError, BadValue) as exc:
                 cid, entity = _whose(rule, envelope)
                 result.dead.append(DeadLetter(f"{rule.event} from {rule.table}: {exc}", position, key, value, now,
@@ -122,51 +140,60 @@ class DomainEventMapper:
                 return False
         return all(_holds(cond, row) for cond in rule.when)
 
-    def _event(self, rule: MappingRule, envelope: ChangeEnvelope, key: Any, position: str, now: dt.datetime,
+    def _event(self, plan: _Plan, envelope: ChangeEnvelope, key: Any, position: str, now: dt.datetime,
                ordinal: int) -> DomainEvent:
+        rule = plan.rule
         row = envelope.row or {}
-        keys = [rule.key] if isinstance(rule.key, str) else rule.key
-        missing = [k for k in keys if row.get(k) is None or row[k] == UNAVAILABLE]
-        if missing:
-            raise MappingError(f"missing key column(s) {missing}")
-        aggregate_id = ":".join(str(row[k]) for k in keys)
-        times = self._times[rule.event]
+        ids = []
+        for k in plan.keys:
+            value = row.get(k)
+            if value is None or value == UNAVAILABLE:
+                missing = [k for k in plan.keys if row.get(k) is None or row[k] == UNAVAILABLE]
+                raise MappingError(f"missing key column(s) {missing}")
+            ids.append(str(value))
         raw: dict[str, Any] = {}
-        for name, column in rule.payload.items():
+        for name, column, kind in plan.fields:
             if column not in row:
                 raise MappingError(f"payload field {name!r}: column {column!r} is not in the row")
             value = row[column]
             if value == UNAVAILABLE:
                 raise MappingError(f"payload field {name!r}: column {column!r} is an unchanged TOAST value the "
                                    "database did not send; set REPLICA IDENTITY FULL on the table")
-            kind = times.get(name)
             if kind is not None and value is not None:
                 value = to_time(value) if kind is dt.datetime else to_date(value)
             raw[name] = value
         try:
-            payload = self.models[rule.event].model_validate(raw)
+            payload = plan.model.model_validate(raw)
         except ValidationError as exc:
             raise MappingError(f"payload does not validate: {validation_reason(exc)}") from None
-        event_type = self.names[rule.event]
-        version = self.config.types[rule.event].version
         sequence = source_sequence(envelope, position)
-        identity = "|".join((self.config.source, envelope.table, sequence, canonical(key) or canonical(row),
-                             event_type, str(version), str(ordinal)))
-        return DomainEvent.model_construct(
-            event_id=str(uuid.uuid5(NAMESPACE, identity)),
-            event_type=event_type,
-            event_version=version,
+        source = self.config.source
+        identity = "|".join((source, envelope.table, sequence, canonical(key) or canonical(row), plan.event_type,
+                             str(plan.version), str(ordinal)))
+        return DomainEvent(
+            event_id=event_id(identity),
+            event_type=plan.event_type,
+            event_version=plan.version,
             aggregate_type=rule.aggregate_type,
-            aggregate_id=aggregate_id,
+            aggregate_id=":".join(ids),
             event_time=commit_time(envelope),
             effective_time=to_time(row.get(rule.effective_time)) if rule.effective_time else None,
             processing_time=now,
-            source=self.config.source,
+            source=source,
             sequence=sequence,
             correlation_id=text(row.get(rule.correlation_id)) if rule.correlation_id else None,
             causation_id=text(row.get(rule.causation_id)) if rule.causation_id else None,
             payload=payload.model_dump(mode="json"),
         )
+
+
+def event_id(identity: str) -> str:
+    """`str(uuid.uuid5(NAMESPACE, identity))`, computed without building UUID objects (it is on every event)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + identity.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _whose(rule: MappingRule, envelope: ChangeEnvelope) -> tuple[str | None, str | None]:

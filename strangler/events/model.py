@@ -7,6 +7,7 @@ import types
 from decimal import Decimal
 from typing import Any, Union, get_args, get_origin
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from strangler.events.config import EventTypeConfig, import_model
@@ -30,6 +31,10 @@ class DomainEvent(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     payload: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        """The event as JSON (what `model_dump_json` gives, several times faster: payloads are JSON already)."""
+        return orjson.dumps(self.__dict__, option=orjson.OPT_UTC_Z)
 
 
 _PY_TYPES: dict[str, Any] = {

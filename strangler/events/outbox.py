@@ -64,7 +64,7 @@ class OutboxRouter:
                 version = int(str(extra["event_version"]))
             except (TypeError, ValueError):
                 raise BadValue(f"event_version {extra['event_version']!r} is not an integer") from None
-        event = DomainEvent.model_construct(
+        event = DomainEvent(
             event_id=event_id,
             event_type=event_type,
             event_version=version,

@@ -68,7 +68,7 @@ def encode_event(event: DomainEvent) -> tuple[bytes, bytes, list[tuple[str, byte
                ("event_version", str(event.event_version).encode())]
     if event.correlation_id:
         headers.append(("correlation_id", event.correlation_id.encode()))
-    return event.aggregate_id.encode(), event.model_dump_json().encode(), headers
+    return event.aggregate_id.encode(), event.to_json(), headers
 
 
 class DomainEventPipeline:

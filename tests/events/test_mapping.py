@@ -349,3 +349,10 @@ def test_the_commit_time_falls_back_to_milliseconds() -> None:
     value["source"]["ts_ms"] = 1_704_164_645_250
     [(_, event)] = mapper(registered()).map({"id": 42}, value, "p", NOW).events
     assert event.event_time == dt.datetime(2024, 1, 2, 3, 4, 5, 250000, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("identity", ["", "legacy.crm|public.customers|1000|{\"id\":42}|X|1|0", "ü" * 300])
+def test_event_ids_are_uuid5_in_the_mappers_namespace(identity: str) -> None:
+    from strangler.events.mapping import NAMESPACE, event_id
+
+    assert event_id(identity) == str(uuid.uuid5(NAMESPACE, identity))
