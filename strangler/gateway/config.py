@@ -83,6 +83,7 @@ class AdminConfig(Model):
 
 class LimitsConfig(Model):
     max_header_bytes: ByteSize = ByteSize(32 * 1024)
+    header_timeout: float = Field(30.0, gt=0, description="seconds a client may take to send a request head")
     max_request_body: ByteSize = ByteSize(100 * 1024 * 1024)
     drain_timeout: float = Field(20.0, ge=0, description="seconds to finish in-flight requests on SIGTERM")
     retry_budget: float = Field(0.2, ge=0, le=1, description="retries allowed as a share of requests")

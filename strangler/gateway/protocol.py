@@ -1,11 +1,13 @@
-"""uvicorn's httptools protocol with the request head bounded while it arrives.
+"""uvicorn's httptools protocol with the request head bounded, in size and in time, while it arrives.
 
-Neither llhttp nor uvicorn limits the size of a request head: a client could send a target or headers
-without end and the worker would buffer all of it before the proxy's own check (431) ever runs. This
-protocol counts the bytes of a head that is not complete yet and answers as soon as they are over a
-limit: 431 for the header fields (`max_head_bytes`), 414 for a target over 1 MiB. A complete head is left
-to the proxy's check, which counts the fields the same way (a field line with one space after the colon
-counts as much there), so the answer does not depend on how the head was split into reads.
+Neither llhttp nor uvicorn limits a request head: a client could send a target or headers without end
+and the worker would buffer all of it before the proxy's own check (431) ever runs, or trickle a head a
+byte at a time and hold the connection for ever (uvicorn times out only idle keep-alive connections).
+This protocol answers as soon as a head that is not complete yet is over a limit: 431 for the header
+fields (`max_head_bytes`), 414 for a target over 1 MiB, 408 when it has taken `head_timeout` seconds.
+
+A complete head is left to the proxy's check, which counts the fields the same way (a field line with one
+space after the colon counts as much there), so the answer does not depend on how the head was split.
 """
 
 from __future__ import annotations
@@ -26,14 +28,24 @@ LINGER_SECONDS = 1.0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """Set `max_head_bytes` on a subclass (see `bounded_httptools_protocol`)."""
+    """Set the limits on a subclass (see `bounded_httptools_protocol`)."""
 
     max_head_bytes = 32 * 1024
+    head_timeout = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reading_head = True
         self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()  # a connection that never sends a byte is timed out too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
@@ -48,8 +60,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif self._head_bytes - target > self.max_head_bytes + _REQUEST_LINE_AND_END:
             self._refuse(431, f"request headers exceed {self.max_head_bytes} bytes")
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:  # after a keep-alive pause: uvicorn's own timer covered the idle time
+            self._start_head_timer()
+
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -57,7 +75,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
 
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._reading_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._start_head_timer()  # a pipelined head waits for the response before it; answer that first
+            return
+        self._refuse(408, f"the request head did not arrive within {self.head_timeout:g} seconds")
+
     def _refuse(self, status: int, detail: str) -> None:
+        self._cancel_head_timer()
         body = problem_body(status, detail)
         head = b"".join(name + b": " + value + b"\r\n" for name, value in problem_headers(body, None))
         status_line = f"HTTP/1.1 {status} {TITLES[status]}\r\n".encode()
@@ -67,9 +103,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.transport.pause_reading()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-def bounded_httptools_protocol(max_head_bytes: int) -> type[BoundedHttpToolsProtocol]:
-    """A protocol class for `uvicorn.Config(http=...)` that refuses request heads over `max_head_bytes`."""
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes})
+def bounded_httptools_protocol(max_head_bytes: int, head_timeout: float) -> type[BoundedHttpToolsProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)` with these limits on every request head."""
+    limits = {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout}
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), limits)

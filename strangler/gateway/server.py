@@ -57,7 +57,7 @@ def bind_socket(listen: str) -> socket.socket:
 def uvicorn_config(app: Any, config: StranglerConfig, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = dict(
         loop="uvloop",
-        http=bounded_httptools_protocol(int(config.limits.max_header_bytes)),
+        http=bounded_httptools_protocol(int(config.limits.max_header_bytes), config.limits.header_timeout),
         ws="none",
         lifespan="on",
         access_log=False,

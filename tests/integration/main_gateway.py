@@ -10,6 +10,7 @@ from tests.support.raw_upstream import RawUpstream
 
 SMALL_BODY_LIMIT = 1024
 HANG_TIMEOUT = 1.0
+HEADER_TIMEOUT = 1.5
 
 
 def gateway_config(
@@ -24,7 +25,12 @@ def gateway_config(
     return {
         "workers": 2,
         "trusted_proxies": ["127.0.0.1/32"],
-        "limits": {"max_request_body": "200MB", "max_header_bytes": "32KiB", "drain_timeout": 5},
+        "limits": {
+            "max_request_body": "200MB",
+            "max_header_bytes": "32KiB",
+            "header_timeout": HEADER_TIMEOUT,
+            "drain_timeout": 5,
+        },
         "upstreams": {
             "legacy": {"url": legacy.url},
             "new": {"url": new.url},

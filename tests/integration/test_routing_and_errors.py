@@ -8,11 +8,11 @@ import time
 import httpx
 import pytest
 
-from tests.integration.main_gateway import HANG_TIMEOUT, SMALL_BODY_LIMIT
+from tests.integration.main_gateway import HANG_TIMEOUT, HEADER_TIMEOUT, SMALL_BODY_LIMIT
 from tests.support.echo import EchoUpstream
 from tests.support.gateway import GatewayProcess, memory_kib, metric_value
 from tests.support.raw_upstream import RawUpstream
-from tests.support.rawhttp import RawResponse, parse_responses
+from tests.support.rawhttp import RawResponse, parse_responses, read_response
 from tests.support.rawhttp import request as raw_request
 
 pytestmark = pytest.mark.integration
@@ -184,3 +184,35 @@ def test_endless_request_head_is_refused_without_buffering_it(
     if received:
         assert parse_responses(received)[0].status == status
     assert max(memory_kib(pid) - before[pid] for pid in pids) < 16 * 1024
+
+
+@pytest.mark.parametrize(
+    "trickle", [b"", b"GET /slow-head HTTP/1.1\r\nHost: x\r\nX-Trickle: "], ids=["silent", "trickling"]
+)
+def test_request_head_that_takes_too_long_is_408(gateway: GatewayProcess, trickle: bytes) -> None:
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=HEADER_TIMEOUT + 3) as sock:
+        sock.sendall(trickle)
+        sock.settimeout(0.2)
+        while time.monotonic() - started < HEADER_TIMEOUT + 3:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                if trickle:
+                    sock.sendall(b"a")  # a byte now and then keeps the connection busy, never complete
+                continue
+            if not chunk:
+                break
+            received += chunk
+    elapsed = time.monotonic() - started
+    assert parse_responses(received)[0].status == 408
+    assert HEADER_TIMEOUT * 0.9 <= elapsed < HEADER_TIMEOUT + 2.5
+
+
+def test_idle_keep_alive_connection_outlives_the_header_timeout(gateway: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        for pause in (0, HEADER_TIMEOUT + 0.5):
+            time.sleep(pause)
+            sock.sendall(b"GET /keep-alive HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock).status == 200

@@ -85,3 +85,20 @@ def _dechunk(data: bytes) -> tuple[bytes, bytes]:
             return bytes(body), data
         body += data[:size]
         data = data[size + 2 :]
+
+
+def read_response(sock: socket.socket) -> RawResponse:
+    """Read one response with a Content-Length body from a connection that stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    response = parse_responses(head + b"\r\n\r\n")[0]
+    length = int(response.header(b"content-length") or 0)
+    while len(body) < length:
+        body += sock.recv(65536)
+    response.body = body[:length]
+    return response
