@@ -1,7 +1,8 @@
 """A job's plan: its sides opened and described, each field's normalisation fixed, the key space chunked.
 
-Integer keys (one column, integer on every SQL side) are cut into ranges of about `chunk_rows` rows, so
-each chunk reads through the key's index; other keys into `chunks` hash partitions. The chunk list is
+Integer keys (one column, integer on every SQL side) are cut into ranges of about `chunk_rows` rows (at
+quantiles of a block sample of the keys, so sparse keys still give even chunks), so each chunk reads through
+the key's index; other keys into `chunks` hash partitions. The chunk list is
 stored with the run, so an interrupted run resumes on the same chunks even if rows came and went.
 """
 
@@ -126,9 +127,26 @@ def _chunk(plan: JobPlan) -> tuple[list[Chunk], int]:
     lo, hi = min(b[0] for b in known), max(b[1] for b in known) + 1
     rows = max(b[2] for b in known)
     count = max(1, min(math.ceil(rows / chunk_rows), hi - lo))
-    step = math.ceil((hi - lo) / count)
-    edges = [lo + i * step for i in range(1, count)]
+    edges = _sampled_edges(plan, rows, count) if count > 1 else []
+    if not edges:  # no sample (query sides): cut the key range evenly
+        step = math.ceil((hi - lo) / count)
+        edges = [lo + i * step for i in range(1, count)]
     # open ends: rows added below the lowest or above the highest key still fall in a chunk
     starts: Sequence[int | None] = [None, *edges]
     ends: Sequence[int | None] = [*edges, None]
     return [Chunk(i, a, b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))], rows
+
+
+def _sampled_edges(plan: JobPlan, rows: int, count: int) -> list[int]:
+    """Chunk edges at quantiles of a block sample of the keys, so that sparse keys still give even chunks."""
+    sample: list[int] = []
+    for side in plan.sql_sides:
+        keys = side.sample_keys(rows, wanted=count * 100)
+        if not keys:
+            return []
+        sample.extend(keys)
+    if len(sample) < count * 10:
+        return []
+    sample.sort()
+    edges = sorted({sample[len(sample) * i // count] for i in range(1, count)})
+    return edges

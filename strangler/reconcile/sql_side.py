@@ -15,7 +15,6 @@ from typing import Any, cast
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from strangler.reconcile.bisect import Figures, Leaf, Level
 from strangler.reconcile.config import SqlSide
@@ -80,7 +79,8 @@ class SqlStateSide:
             raise UnsupportedSide(f"{url.get_backend_name()} sides are not supported yet (PostgreSQL only)")
         options = f"-c TimeZone={config.timezone} -c DateStyle=ISO,YMD -c default_transaction_read_only=on"
         self.engine = engine or create_engine(
-            url, poolclass=NullPool, connect_args={"options": options, "application_name": "strangler-reconcile"}
+            url, pool_size=2, max_overflow=2,  # a session per chunk: reuse the connections
+            connect_args={"options": options, "application_name": "strangler-reconcile"}
         )
         prepare = self.engine.dialect.identifier_preparer
         if config.table is not None:
@@ -135,6 +135,21 @@ class SqlStateSide:
         if row is None or row[0] is None:
             return None
         return int(row[0]), int(row[1]), self.estimate_rows()
+
+    def sample_keys(self, rows: int, wanted: int) -> list[int]:
+        """About `wanted` values of a single integer key, from a block sample of a table (empty for a query)."""
+        if self.config.table is None or rows <= 0:
+            return []
+        # whole pages are sampled: take enough of them that clustered keys still give fair quantiles
+        percent = min(100.0, max(100.0 * wanted / rows, 2.0))
+        column = self._quote(self.config.key[0])
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execute(text(f"SELECT ({column})::bigint FROM {self.source} "
+                                           f"TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (0)"))
+                return [int(k) for (k,) in result]
+        except SQLAlchemyError as exc:
+            raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
 
     def estimate_rows(self) -> int:
         """The planner's row estimate of a table (no scan), else an exact count."""
@@ -230,9 +245,15 @@ class SqlChunkSession:
                 terms.append(f"({s.key_hash} & {(1 << bits) - 1}) = ANY({_int_array(values)})")
             where += " AND (" + " OR ".join(terms) + ")"
         keys = len(s.key_exprs)
-        sql = (f"SELECT {', '.join([*s._typed_keys(), *s.value_exprs])} FROM {s.source} WHERE {where} "
-               f"ORDER BY {s.order_by()}")
-        result = self.conn.execution_options(yield_per=s.config.fetch_size).execute(text(sql), params)
+        sql = f"SELECT {', '.join([*s._typed_keys(), *s.value_exprs])} FROM {s.source} WHERE {where}"
+        if leaves is not None:  # a few rows: unordered (a parallel scan may serve it), sorted here
+            rows = [(tuple(row[:keys]), tuple(row[keys:])) for row in self.conn.execute(text(sql), params)]
+            rows.sort(key=lambda item: item[0])
+            yield from rows
+            return
+        # the whole chunk: streamed in key order (text keys in byte order on both sides, as Python orders str)
+        result = self.conn.execution_options(yield_per=s.config.fetch_size).execute(
+            text(f"{sql} ORDER BY {s.order_by()}"), params)
         for row in result:
             yield tuple(row[:keys]), tuple(row[keys:])
 

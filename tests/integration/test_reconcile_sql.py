@@ -315,3 +315,56 @@ async def test_drift_endpoint_and_gauges(state_db: PostgresDatabase) -> None:
     text = generate_latest(registry).decode()
     assert 'strangler_reconcile_drifted_entities{job="admin"} 2.0' in text
     assert 'strangler_reconcile_oldest_drift_seconds{job="admin"} 600.0' in text
+
+
+def test_the_command_stops_on_sigint_and_the_next_run_resumes(state_db: PostgresDatabase, tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sql, expected = inject(30, seed=11)
+    table = new_table(state_db, "sigint", sql)
+    path = tmp_path / "strangler.yaml"
+    path.write_text(config_text(state_db, table, chunk_rows=1000))
+    command = [sys.executable, "-m", "strangler", "reconcile", "-c", str(path), "sigint", "--format", "json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.monotonic() + 60
+    done = 0
+    with psycopg.connect(state_db.dsn, autocommit=True) as conn:
+        while done < 3 and time.monotonic() < deadline and process.poll() is None:
+            row = conn.execute("SELECT chunks_done FROM reconcile_runs WHERE job = 'sigint'").fetchone()
+            done = len(json.loads(row[0])) if row else 0
+            time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    first = json.loads(out)
+    assert first["complete"] is False and "checkpoint is kept" in err
+    second = run(state_db, table, clock=dt.datetime.now(dt.UTC), chunk_rows=1000)  # the command's clock
+    assert second["run"] == first["run"] and second["resumed_chunks"] >= 3 and second["complete"] is True
+    assert found(second) == expected
+
+
+async def test_the_schedule_runs_jobs_with_every(state_db: PostgresDatabase) -> None:
+    import asyncio
+
+    table = new_table(state_db, "every", "UPDATE T SET email = 'q' WHERE customer_id = 3;")
+    config = load_config_text(config_text(state_db, table, every="1s", chunk_rows=50_000))
+    upgrade_schema(config.store)
+    service = Reconciliation(config, create_store_engine(config.store), lambda: dt.datetime.now(dt.UTC))
+    registry = CollectorRegistry()
+    scheduler = ReconcileScheduler(service, lambda: {"customer-profile": Mode.NEW}, registry)
+    await scheduler.start()
+    try:
+        for _ in range(300):
+            runs = service.store.runs("every", 5)
+            if sum(1 for r in runs if r["status"] == "done") >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await scheduler.stop()
+    assert sum(1 for r in service.store.runs("every", 5) if r["status"] == "done") >= 2
+    assert 'strangler_reconcile_drifted_entities{job="every"} 1.0' in generate_latest(registry).decode()
