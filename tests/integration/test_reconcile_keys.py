@@ -57,6 +57,9 @@ def test_composite_text_keys_in_hash_chunks(pg_database: PostgresDatabase, tmp_p
     path = write_config(tmp_path, pg_database, legacy, chunks=3, buckets=64, leaf_rows=16)
     code = main(["reconcile", "-c", str(path), "accounts", "--format", "json"])
     report = json.loads(capsys.readouterr().out)
+    assert main(["reconcile", "-c", str(path), "accounts", "--show"]) == 5  # the stored drift, as a table
+    table = capsys.readouterr().out
+    assert "K17" in table and "owner" in table and "accounts: 4 drifted entities" in table
     assert code == 5  # drift found
     assert report["job"] == "accounts" and report["compared"] == 18_001 and report["chunks"] == 3
     found = {(tuple(e["key"].values()), f["field"]) for e in report["drifted"] for f in e["fields"]}
@@ -77,6 +80,8 @@ def test_reconcile_command_exit_codes(pg_database: PostgresDatabase, tmp_path: P
     path = write_config(tmp_path, pg_database, "table: legacy_accounts")
     assert main(["reconcile", "-c", str(path), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["drifted"] == []
+    assert main(["reconcile", "-c", str(path)]) == 0
+    assert "accounts: 0 drifted entities of 1 compared" in capsys.readouterr().out
     assert main(["reconcile", "-c", str(path), "nope"]) == 2
     assert main(["reconcile", "-c", str(path), "--repair", "emit"]) == 2  # no reconcile.repair configured
     assert main(["reconcile", "-c", str(path), "--show", "--format", "json"]) == 0
