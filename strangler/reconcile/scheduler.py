@@ -75,6 +75,8 @@ class ReconcileScheduler:
             await self.refresh_gauges()
         except (ReconcileError, StoreUnavailable) as exc:
             log.warning("reconciliation %s failed: %s", name, exc)
+        except Exception:  # a bug must not end the schedule of every later run
+            log.exception("reconciliation %s failed", name)
 
     async def _every(self, name: str, seconds: float) -> None:
         while not self.stop_event.is_set():
