@@ -29,8 +29,9 @@ log = logging.getLogger("strangler.events")
 # A consumer group's first join takes ~20 s with librdkafka's defaults against some brokers; these make it fast.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 # Measured against Tansu: fetches that wait up to librdkafka's default 500 ms for data cost a quarter of the
-# mapper's throughput; 50 ms keeps the fetch pipeline full.
-FETCH = {"fetch.wait.max.ms": 50}
+# mapper's throughput; 50 ms keeps the fetch pipeline full. A topic created after the subscription (the
+# connector creates its topics with its first event) is found within 10 s instead of librdkafka's 5 minutes.
+FETCH = {"fetch.wait.max.ms": 50, "topic.metadata.refresh.interval.ms": 10_000}
 
 
 class _Place:

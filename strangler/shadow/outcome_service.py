@@ -199,7 +199,9 @@ class OutcomeService:
         consumer = Consumer({
             "bootstrap.servers": config.bootstrap_servers, "group.id": config.group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, **config.settings,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+            "topic.metadata.refresh.interval.ms": 10_000,  # topics created after start are found soon
+            **config.settings,
         })
         last_commit = time.monotonic()
         uncommitted = False
