@@ -11,6 +11,8 @@ from sqlalchemy.pool import NullPool
 
 from strangler.errors import StranglerError
 
+_MIGRATION_LOCK = 0x5374_726E  # pg_advisory_xact_lock key held while migrating ("Strn")
+
 
 class StoreUnavailable(StranglerError):
     """The store cannot be reached or answered with an error; callers keep their last known state."""
@@ -61,6 +63,10 @@ def upgrade_schema(url: str) -> None:
     )
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # gateways starting together on a new store: one migrates, the others wait and find it done
+                # (SQLite's immediate transactions serialise them already)
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     finally:
