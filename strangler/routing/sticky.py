@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl
 
 BUCKETS = 10_000
@@ -33,18 +32,34 @@ def request_key(
                 return value.decode("latin-1")
         return None
     if source == "cookie":
+        wanted = name.encode()
         for key, value in headers:
             if key == b"cookie":
-                try:
-                    jar = SimpleCookie(value.decode("latin-1"))
-                except CookieError:
-                    continue
-                if name in jar and jar[name].value:
-                    return jar[name].value
+                found = cookie_value(value, wanted)
+                if found:
+                    return found
         return None
     if source == "query":
         for key_text, value_text in parse_qsl(query.decode("latin-1"), keep_blank_values=False):
             if key_text == name:
                 return value_text
         return None
+    return None
+
+
+def cookie_value(header: bytes, name: bytes) -> str | None:
+    """The value of cookie `name` in a `Cookie` header, or None.
+
+    Split on `;` as browsers send it (RFC 6265 5.4), not with `http.cookies`, which gives up on the
+    whole header at the first cookie it finds malformed (a JSON value, a space, a bare name) and would
+    silently lose the canary key of every request that carries such a neighbour.
+    """
+    for pair in header.split(b";"):
+        key, sep, value = pair.partition(b"=")
+        if sep and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[:1] == b'"' and value[-1:] == b'"':
+                value = value[1:-1]
+            if value:
+                return value.decode("latin-1")
     return None
