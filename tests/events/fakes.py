@@ -19,6 +19,7 @@ class SentRecord:
 @dataclass
 class FakeSink:
     fail_topics: set[str] = field(default_factory=set)
+    fail_keys: set[bytes] = field(default_factory=set)
     hold: bool = False  # keep acknowledgements back until released
     sent: list[SentRecord] = field(default_factory=list)
     waiting: list[tuple[SentRecord, Ack]] = field(default_factory=list)
@@ -34,7 +35,8 @@ class FakeSink:
             return
         waiting, self.waiting = self.waiting, []
         for record, ack in waiting:
-            ack(SinkUnavailable(f"{record.topic}: refused") if record.topic in self.fail_topics else None)
+            refused = record.topic in self.fail_topics or record.key in self.fail_keys
+            ack(SinkUnavailable(f"{record.topic}: refused") if refused else None)
 
     def flush(self, timeout: float) -> int:
         self.poll(timeout)

@@ -20,9 +20,12 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from strangler.events import DomainEventsConfig
+from strangler.events import DomainEventMapper, DomainEventsConfig
+from strangler.events.errors import DeliveryFailed
+from strangler.events.pipeline import DomainEventPipeline
 from strangler.events.runner import KafkaMapperRunner, build_pipeline
 from tests.events.changes import change, customer
+from tests.events.fakes import FakeSink
 from tests.support.kafka import TansuBroker, consume_all
 
 pytestmark = pytest.mark.integration
@@ -185,3 +188,34 @@ def test_killed_mid_way_and_restarted_nothing_is_lost_and_duplicates_keep_their_
     assert max(counts.values()) <= 2
     assert consume_all(bootstrap, dead, timeout=10) == []
     assert "stopped: " in (tmp_path / "mapper.log").read_text()
+
+
+def test_an_output_never_acknowledged_stops_the_runner_with_the_offset_before_its_change(
+    kafka_broker: TansuBroker,
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    source, events, dead = topics(kafka_broker, "legacy.crm.public.customers", "domain.customer", "domain.dead")
+    group = f"mapper-{uuid.uuid4().hex[:8]}"
+    produce(bootstrap, source, [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=2000 + i)))
+                                for i in range(10)])
+    settings = DomainEventsConfig.model_validate(config(bootstrap, source, events, dead, group))
+    assert settings.consume is not None
+    refusing = FakeSink(fail_keys={b"6"})  # the event of the change at offset 6 is never acknowledged
+    runner = KafkaMapperRunner(DomainEventPipeline(DomainEventMapper(settings), refusing), settings.consume,
+                               commit_interval=0.1)
+    with pytest.raises(DeliveryFailed, match="refused"):
+        runner.run(threading.Event())
+    assert committed(bootstrap, group, source) == 6  # changes 0-5 done; 6 and whatever followed are not
+    accepting = FakeSink()
+    again = KafkaMapperRunner(DomainEventPipeline(DomainEventMapper(settings), accepting), settings.consume,
+                              commit_interval=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=again.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: again.committed.get((source, 0)) == 10, 60, "the restarted runner to finish")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert [r.key for r in accepting.sent][0] == b"6"  # it starts again at the change that failed
+    assert sorted(int(r.key or b"") for r in accepting.sent) == list(range(6, 10))
