@@ -49,6 +49,11 @@ def _network(value: str) -> str:
     return value
 
 
+class CircuitBreakerConfig(Model):
+    failures: int = Field(5, ge=0, description="consecutive failed calls that open the breaker; 0 turns it off")
+    interval: float = Field(3.0, gt=0, description="seconds the breaker stays open before one probe is let through")
+
+
 class UpstreamConfig(Model):
     url: str
     connect_timeout: float = Field(1.0, gt=0)
@@ -56,6 +61,7 @@ class UpstreamConfig(Model):
     pool_size: int = Field(100, ge=1, description="connections kept to this upstream per worker")
     preserve_host: bool = False
     retries: int = Field(2, ge=0, le=5, description="extra attempts for requests that are safe to retry")
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
 
     @field_validator("url")
     @classmethod

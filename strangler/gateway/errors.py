@@ -3,7 +3,8 @@
     UpstreamError
     ├── UpstreamUnavailable   connection refused or reset, bad response           -> 502
     │   └── ConnectFailed     nothing was sent: always safe to try again
-    └── UpstreamTimeout       no answer within connect_timeout / timeout          -> 504
+    ├── UpstreamTimeout       no answer within connect_timeout / timeout          -> 504
+    └── CircuitOpen           the upstream kept failing: refused without a call   -> 503
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class ConnectFailed(UpstreamUnavailable):
 
 class UpstreamTimeout(UpstreamError):
     status = 504
+
+
+class CircuitOpen(UpstreamError):
+    """The upstream's circuit breaker is open: the request was not sent (see `breaker.py`)."""
+
+    status = 503
 
 
 class BodyTooLarge(StranglerError):

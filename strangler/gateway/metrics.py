@@ -41,6 +41,18 @@ class ProxyMetrics:
             ["reason"],
             registry=registry,
         )
+        self.circuit_opened = Counter(
+            "strangler_upstream_circuit_opened",
+            "Times an upstream's circuit breaker opened",
+            ["upstream"],
+            registry=registry,
+        )
+        self.circuit_refused = Counter(
+            "strangler_upstream_circuit_refused",
+            "Requests answered 503 without calling the upstream, its circuit breaker being open",
+            ["upstream"],
+            registry=registry,
+        )
         self._request_children: dict[tuple[str, str, str], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from prometheus_client import CollectorRegistry
 
-from strangler.gateway.errors import BodyTooLarge, UpstreamError
+from strangler.gateway.breaker import CircuitBreaker
+from strangler.gateway.errors import BodyTooLarge, CircuitOpen, UpstreamError
 from strangler.gateway.framing import FramingRejected, check_framing
 from strangler.gateway.headers import (
     HeaderRejected,
@@ -167,6 +168,11 @@ class ProxyApp:
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
         self._trusted = TrustedProxies.parse(config.trusted_proxies)
         self._budgets = {name: RetryBudget(config.limits.retry_budget) for name in config.upstreams}
+        self._breakers = {
+            name: CircuitBreaker(up.circuit_breaker.failures, up.circuit_breaker.interval)
+            for name, up in config.upstreams.items()
+            if up.circuit_breaker.failures > 0
+        }
         self._max_header = int(config.limits.max_header_bytes)
         self._body_limits = {
             name: int(cap.max_request_body or config.limits.max_request_body)
@@ -317,11 +323,15 @@ class ProxyApp:
     ) -> UpstreamResponse:
         budget = self._budgets[upstream]
         budget.deposit()
+        breaker = self._breakers.get(upstream)
+        call = (lambda: client.send(request)) if breaker is None else (
+            lambda: self._guarded(client, upstream, request, body, breaker)
+        )
         try:
-            return await client.send(request)
+            return await call()
         except UpstreamError as first:
             return await call_with_retries(
-                lambda: client.send(request),
+                call,
                 first,
                 method=request.method,
                 body_started=lambda: body is not None and body.started,
@@ -329,6 +339,37 @@ class ProxyApp:
                 budget=budget,
                 on_retry=lambda: self.metrics.retries.labels(upstream).inc(),
             )
+
+    async def _guarded(
+        self,
+        client: UpstreamClient,
+        upstream: str,
+        request: UpstreamRequest,
+        body: BodyStream | None,
+        breaker: CircuitBreaker,
+    ) -> UpstreamResponse:
+        """One call through the upstream's circuit breaker: refused at once (CircuitOpen) while it is open."""
+        if not breaker.allow():
+            self.metrics.circuit_refused.labels(upstream).inc()
+            raise CircuitOpen(
+                f"upstream {upstream!r} failed {breaker.failures} times in a row; not called for "
+                f"{breaker.retry_after():.1f} s more (circuit breaker open)"
+            )
+        try:
+            response = await client.send(request)
+        except UpstreamError:
+            if body is not None and (body.disconnected or body.too_large):
+                breaker.abandoned()  # the client's side failed, not the upstream
+            elif breaker.failed():
+                self.metrics.circuit_opened.labels(upstream).inc()
+                log.warning("upstream %r failed %d times in a row: circuit breaker open for %g s",
+                            upstream, breaker.failures, breaker.interval)
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        breaker.succeeded()
+        return response
 
     async def _stream(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str) -> None:
         try:

@@ -23,10 +23,12 @@ T = TypeVar("T")
 
 
 class RetryBudget:
-    """Token bucket: each request deposits `ratio` tokens, each retry takes one; `floor` per second extra.
+    """Token bucket: each request deposits `ratio` tokens, each retry takes one.
 
-    It starts full (`capacity` tokens), so a burst of failures right after start-up can still be retried;
-    under sustained failure retries settle at about `ratio` of requests plus `floor_per_second`.
+    Between two withdrawals the bucket gains the requests' deposits or `floor_per_second` for the time
+    that passed, whichever is more (not both): a quiet upstream can still be retried, and under sustained
+    failure at more than `floor_per_second / ratio` requests a second retries settle at `ratio` of requests.
+    It starts full (`capacity` tokens), so a burst of failures right after start-up can still be retried.
     """
 
     def __init__(
@@ -41,14 +43,17 @@ class RetryBudget:
         self._capacity = capacity
         self._clock = clock
         self._tokens = capacity if ratio > 0 else 0.0
+        self._deposited = 0.0  # since the last withdrawal
         self._last = clock()
 
     def deposit(self) -> None:
-        self._tokens = min(self._capacity, self._tokens + self._ratio)
+        self._deposited += self._ratio
 
     def withdraw(self) -> bool:
         now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + max(0.0, now - self._last) * self._floor)
+        gained = max(self._deposited, max(0.0, now - self._last) * self._floor)
+        self._tokens = min(self._capacity, self._tokens + gained)
+        self._deposited = 0.0
         self._last = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0

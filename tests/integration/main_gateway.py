@@ -11,6 +11,7 @@ from tests.support.raw_upstream import RawUpstream
 SMALL_BODY_LIMIT = 1024
 HANG_TIMEOUT = 1.0
 HEADER_TIMEOUT = 1.5
+NO_BREAKER = {"failures": 0}
 
 
 def gateway_config(
@@ -36,11 +37,12 @@ def gateway_config(
             "new": {"url": new.url},
             "legacy-preserving": {"url": legacy.url, "preserve_host": True},
             "canned": {"url": canned.url},
-            "refused": {"url": closed, "retries": 2},
-            "refused-once": {"url": closed, "retries": 0},
-            "hanging": {"url": hanging.url, "timeout": HANG_TIMEOUT},
-            "resetting": {"url": resetting.url, "retries": 2},
-            "early-resetting": {"url": early_resetting.url, "retries": 2},
+            # failing on purpose, again and again: without their circuit breakers, every call is made
+            "refused": {"url": closed, "retries": 2, "circuit_breaker": NO_BREAKER},
+            "refused-once": {"url": closed, "retries": 0, "circuit_breaker": NO_BREAKER},
+            "hanging": {"url": hanging.url, "timeout": HANG_TIMEOUT, "circuit_breaker": NO_BREAKER},
+            "resetting": {"url": resetting.url, "retries": 2, "circuit_breaker": NO_BREAKER},
+            "early-resetting": {"url": early_resetting.url, "retries": 2, "circuit_breaker": NO_BREAKER},
         },
         "default_upstream": "legacy",
         "capabilities": {
