@@ -41,7 +41,7 @@ class SourceConfig(Model):
     heartbeat_action_query: str | None = None
     decimal_handling_mode: Literal["precise", "string", "double"] = "precise"
     lag_warning_bytes: int = Field(1 << 30, ge=0)
-    status_interval: float = Field(10.0, gt=0, description="seconds between standby status messages")
+    status_interval: float = Field(10.0, ge=1, description="seconds between standby status messages")
     # sqlite
     path: str | None = None
     poll_interval: float = Field(0.2, gt=0)

@@ -4,6 +4,7 @@
     ├── UnmappableColumn     a captured column's type has no Debezium rendering (at start-up or on a schema change)
     ├── UnrenderableValue    a value Debezium's rendering refuses (NaN in a precise decimal); the connector stops
     ├── UnsafeSinkSettings   sink settings that could lose acknowledged changes; refused at start-up
+    ├── SourceMisconfigured  the source cannot be used as configured (wal_level, triggers missing): no retry
     ├── SourceError          the source cannot be read (connection, slot, publication, changelog)
     │   └── SlotLost         the slot is gone but changes were streamed from it before: a gap
     └── SinkError            the sink refused or lost events; the connector rewinds to the last confirmed position
@@ -35,6 +36,10 @@ class UnrenderableValue(CdcError):
 
 
 class UnsafeSinkSettings(CdcError):
+    pass
+
+
+class SourceMisconfigured(CdcError):
     pass
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from strangler.cdc.errors import SourceError
+from strangler.cdc.errors import SourceError, SourceMisconfigured
 from strangler.cdc.tables import CaptureRules, ColumnFacts
 from strangler.cdc.values import PgType
 
@@ -48,11 +48,14 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
 
 
 def check_server(conn: psycopg.Connection[Any]) -> str:
-    """The database's name; SourceError unless the server can do logical decoding."""
-    row = conn.execute("SELECT current_setting('wal_level'), current_database()").fetchone()
+    """The database's name; SourceMisconfigured unless the server can do logical decoding in UTF-8."""
+    row = conn.execute("SELECT current_setting('wal_level'), current_database(), current_setting('server_encoding')"
+                       ).fetchone()
     assert row is not None
     if row[0] != "logical":
-        raise SourceError(f"wal_level is {row[0]!r}; logical decoding needs wal_level = logical (and a restart)")
+        raise SourceMisconfigured(f"wal_level is {row[0]!r}; logical decoding needs wal_level = logical and a restart")
+    if row[2] not in ("UTF8", "SQL_ASCII"):
+        raise SourceMisconfigured(f"the database encoding is {row[2]}; the connector reads UTF8 databases only")
     return str(row[1])
 
 
@@ -154,7 +157,7 @@ def ensure_publication(
             if mode == "all_tables":
                 conn.execute(sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(name)))
             elif not identifiers:
-                raise SourceError("no table matches table_include: nothing to capture")
+                raise SourceMisconfigured("no table matches table_include: nothing to capture")
             else:
                 conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
                     sql.Identifier(name), sql.SQL(", ").join(identifiers)))

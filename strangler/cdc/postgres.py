@@ -19,7 +19,7 @@ import psycopg2.extras
 
 from strangler.cdc.config import SourceConfig
 from strangler.cdc.envelope import Envelope, Record
-from strangler.cdc.errors import SlotLost, SourceError
+from strangler.cdc.errors import SlotLost, SourceError, SourceMisconfigured
 from strangler.cdc.pgcatalog import (
     SESSION_OPTIONS,
     TableInfo,
@@ -42,6 +42,7 @@ from strangler.cdc.snapshot import (
     acknowledge_progress,
     coverage_of,
     new_progress,
+    record_sent,
     resume_progress,
 )
 from strangler.cdc.state import StateFile
@@ -50,7 +51,7 @@ from strangler.cdc.translator import ChangeTranslator, StreamPosition
 from strangler.cdc.values import PgType
 
 log = logging.getLogger("strangler.cdc")
-_STATE_SAVE_INTERVAL = 0.1
+_MARK_SAVE_INTERVAL = 0.02  # seconds between saves of the acknowledged mark (it only counts duplicates)
 
 
 def plan_start(mode: str, slot_exists: bool, state: dict[str, Any]) -> str:
@@ -114,7 +115,7 @@ class PostgresSource:
             self._state = self.state_store.load()
             slot = slot_info(catalog, cfg.slot)
             if slot is not None and (slot.plugin != "pgoutput" or slot.database != db):
-                raise SourceError(f"slot {cfg.slot!r} exists for plugin {slot.plugin!r} on database "
+                raise SourceMisconfigured(f"slot {cfg.slot!r} exists for plugin {slot.plugin!r} on database "
                                   f"{slot.database!r}; expected pgoutput on {db!r}")
             if slot is not None and slot.active:
                 raise SourceError(f"slot {cfg.slot!r} is in use by another connection (one connector per slot)")
@@ -161,7 +162,8 @@ class PostgresSource:
         self._snapshot_conn = connect(str(self.config.dsn))
         try:
             self._reader = SnapshotReader(self._snapshot_conn, snapshot_name, lsn, captured, self._state["snapshot"],
-                                          self.envelope, self.config.snapshot_fetch_size, time.time_ns() // 1000)
+                                          self.envelope, self.config.snapshot_fetch_size, time.time_ns() // 1000,
+                                          self._types)
         finally:
             exporter.close()  # the snapshot is imported; a temporary slot goes with its connection
         self._snapshot = self._reader.items()
@@ -297,6 +299,10 @@ class PostgresSource:
             if self._snapshot_conn is not None:
                 self._snapshot_conn.close()
             self._start_streaming()
+        if self._reader.sent:
+            record_sent(self._state["snapshot"], self._reader.sent)
+            self._reader.sent = {}
+            self._save()  # before the sink has them: a resumed snapshot must know what the consumer may have
         self._status.snapshot_table = self._reader.current_table
         return out
 
@@ -308,9 +314,8 @@ class PostgresSource:
             self._state["acked_mark"] = list(position.mark)
             if position.confirm_lsn is not None and position.confirm_lsn > self._confirmable:
                 self._confirmable = position.confirm_lsn
-            now = time.monotonic()
-            if now - self._last_save >= _STATE_SAVE_INTERVAL:
-                self._save()
+            if time.monotonic() - self._last_save >= _MARK_SAVE_INTERVAL:
+                self._save(durable=False)
         elif isinstance(position, SnapshotProgress):
             acknowledge_progress(self._state["snapshot"], position)
             self._status.snapshot_rows = sum(e["rows"] for e in self._state["snapshot"]["tables"])
@@ -329,8 +334,8 @@ class PostgresSource:
         self._confirmed = self._confirmable
         self._status.confirmed = format_lsn(self._confirmed)
 
-    def _save(self) -> None:
-        self.state_store.save(self._state)
+    def _save(self, durable: bool = True) -> None:
+        self.state_store.save(self._state, durable)
         self._last_save = time.monotonic()
 
     def heartbeat(self, now_us: int) -> list[Record | Checkpoint]:

@@ -24,6 +24,7 @@ from strangler.cdc.pgcatalog import TableInfo
 from strangler.cdc.ports import Checkpoint
 from strangler.cdc.tables import CapturedTable, render_row
 from strangler.cdc.translator import SnapshotCoverage
+from strangler.cdc.values import PgType
 
 
 class _RawText(Loader):
@@ -45,24 +46,41 @@ def new_progress(tables: list[TableInfo], lsn: int) -> dict[str, Any]:
     return {
         "status": "running",
         "tables": [
-            {"name": t.full_name, "done": False, "rows": 0, "key_text": None, "key": None, "spans": [],
-             "lsn": lsn}
+            {"name": t.full_name, "done": False, "rows": 0, "key_text": None, "key": None, "sent": None,
+             "spans": [], "lsn": lsn}
             for t in tables
         ],
     }
 
 
 def resume_progress(progress: dict[str, Any], tables: dict[str, CapturedTable], lsn: int) -> None:
-    """Prepare unfinished tables to be read on from a newer snapshot at `lsn` (in place)."""
+    """Prepare unfinished tables to be read on from a newer snapshot at `lsn` (in place).
+
+    Reading resumes after the last acknowledged key. Keys up to the last key *sent* may already be with the
+    consumer as read by the older snapshot, so their streamed changes are never dropped (the stream alone
+    brings them up to date); only keys beyond it are covered by the newer snapshot."""
     for entry in progress["tables"]:
         if entry["done"]:
             continue
         table = tables.get(entry["name"])
-        if entry["key"] is not None and table is not None and table.key_orderable:
-            entry["spans"].append([entry["key"], entry["lsn"]])
-        else:
-            entry.update(spans=[], key=None, key_text=None, rows=0)
+        seen = entry.get("sent") if entry.get("sent") is not None else entry["key"]
+        if seen is not None and table is not None and table.key_orderable:
+            spans = entry["spans"]
+            if not spans or tuple(seen) > tuple(spans[-1][0]):
+                spans.append([seen, entry["lsn"]])
+        elif seen is not None:
+            # cannot resume inside this table: read it all again, and drop nothing of what the stream brings
+            entry.update(spans=[], key=None, key_text=None, rows=0, sent=None)
+            continue
         entry["lsn"] = lsn
+        entry["sent"] = None
+
+
+def record_sent(progress: dict[str, Any], sent: dict[str, list[Any]]) -> None:
+    """Remember the last key handed to the sink per table, before the sink has it."""
+    for entry in progress["tables"]:
+        if entry["name"] in sent:
+            entry["sent"] = sent[entry["name"]]
 
 
 def acknowledge_progress(progress: dict[str, Any], done: SnapshotProgress) -> None:
@@ -97,8 +115,10 @@ class SnapshotReader:
         envelope: Envelope,
         fetch_size: int,
         now_us: int,
+        types: dict[int, PgType],
     ) -> None:
         self.conn = conn
+        self.types = types
         self.lsn = lsn
         self.tables = tables
         self.progress = progress
@@ -107,6 +127,7 @@ class SnapshotReader:
         self.now_us = now_us
         self.rows_read = 0
         self.current_table: str | None = None
+        self.sent: dict[str, list[Any]] = {}  # table -> the last key yielded
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
@@ -136,6 +157,7 @@ class SnapshotReader:
                 if table.key:
                     last_key = [row[k] for k in table.key]
                     last_text = [values[i].decode() for i in positions]
+                    self.sent[info.full_name] = last_key
                 if rows % self.fetch_size == 0:
                     yield Checkpoint(SnapshotProgress(info.full_name, last_text, last_key, rows, False))
             yield Checkpoint(SnapshotProgress(info.full_name, last_text, last_key, rows, True))
@@ -146,13 +168,24 @@ class SnapshotReader:
         row = self.conn.execute(query).fetchone()
         return bool(row and row[0])
 
+    def _oids(self, info: TableInfo) -> set[int]:
+        oids = set()
+        for column in info.columns:
+            oids.add(column.type_oid)
+            resolved = self.types.get(column.type_oid)
+            if resolved is not None:
+                oids.add(resolved.oid)  # a domain's column may be described as its base type
+        return oids
+
     def _record(self, table: CapturedTable, row: dict[str, Any], marker: str) -> Record:
         env = self.envelope
         source = env.postgres_source(table, marker, self.now_us, None, self.lsn, f'[null,"{self.lsn}"]')
         return env.change(table, "r", None, row, source, self.now_us, env.key(table, row))
 
     def _rows(self, info: TableInfo, table: CapturedTable, after: list[str] | None) -> Iterator[list[Any]]:
-        columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in info.columns)
+        # the values in PostgreSQL's text output (a cast to text would differ: bool, bpchar, inet), as pgoutput
+        # sends them: each column type's loader hands over the raw bytes
+        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in info.columns)
         query = sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(info.schema, info.name))
         params: list[str] = []
         if table.key_orderable:
@@ -164,7 +197,8 @@ class SnapshotReader:
             query += sql.SQL(" ORDER BY {}").format(keys)
         try:
             with self.conn.cursor(name="strangler_snapshot") as cursor:
-                cursor.adapters.register_loader("text", _RawText)
+                for oid in self._oids(info):
+                    cursor.adapters.register_loader(oid, _RawText)
                 cursor.itersize = self.fetch_size
                 cursor.execute(query, params or None)
                 while batch := cursor.fetchmany(self.fetch_size):

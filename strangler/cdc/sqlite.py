@@ -18,7 +18,7 @@ import orjson
 
 from strangler.cdc.config import SourceConfig
 from strangler.cdc.envelope import Envelope, Record
-from strangler.cdc.errors import SourceError
+from strangler.cdc.errors import SourceError, SourceMisconfigured
 from strangler.cdc.ports import Checkpoint, SourceStatus
 from strangler.cdc.state import StateFile
 from strangler.cdc.tables import CapturedColumn, CapturedTable, CaptureRules
@@ -158,8 +158,8 @@ class SqliteSource:
             current = {t: [c[0] for c in table_columns(conn, t)] for t in tables}
             if installed != current:
                 if not self.config.install_triggers:
-                    raise SourceError(f"the change triggers on {self.config.path} are missing or out of date: run "
-                                      f"`strangler cdc install -c FILE {self.connector}`")
+                    raise SourceMisconfigured(f"the change triggers on {self.config.path} are missing or out of date: "
+                                              f"run `strangler cdc install -c FILE {self.connector}`")
                 install(conn, self.config, self.rules)
             for table in tables:
                 self._tables[table] = self._capture(conn, table)
@@ -223,11 +223,11 @@ class SqliteSource:
 
     def acknowledge(self, checkpoint: Checkpoint) -> None:
         self._acked = max(self._acked, int(checkpoint.position))
-        if time.monotonic() - self._last_save >= 0.1:
-            self._save()
+        if time.monotonic() - self._last_save >= 0.02:
+            self._save(durable=False)
 
-    def _save(self) -> None:
-        self.state_store.save({"acked_mark": max(self._acked, self._acked_before)})
+    def _save(self, durable: bool = True) -> None:
+        self.state_store.save({"acked_mark": max(self._acked, self._acked_before)}, durable)
         self._last_save = time.monotonic()
 
     def confirm(self) -> None:

@@ -14,7 +14,8 @@ from strangler.cdc.errors import CdcError
 
 
 class StateFile:
-    """A small JSON document replaced atomically (write, fsync, rename) on every save."""
+    """A small JSON document replaced atomically (write, rename) on every save; `durable` saves fsync first
+    (snapshot progress must survive the machine; the acknowledged mark only counts duplicates)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -30,13 +31,14 @@ class StateFile:
             raise CdcError(f"the connector state {self.path} is not a JSON object")
         return data
 
-    def save(self, data: dict[str, Any]) -> None:
+    def save(self, data: dict[str, Any], durable: bool = True) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(temporary, self.path)
 
     def remove(self) -> None:
@@ -53,7 +55,7 @@ class MemoryState:
     def load(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.data))
 
-    def save(self, data: dict[str, Any]) -> None:
+    def save(self, data: dict[str, Any], durable: bool = True) -> None:
         self.data = json.loads(json.dumps(data))
         self.saves += 1
 
