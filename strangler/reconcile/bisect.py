@@ -26,7 +26,8 @@ MAX_BITS = 36  # the chunk number of hash-chunked keys uses higher bits
 
 @dataclass(frozen=True, slots=True)
 class Level:
-    """Buckets `h & (2**bits - 1)` of the rows whose `h & (2**parent_bits - 1)` is one of `parents`."""
+    """The 2**bits buckets of a chunk (hash: `h & (2**bits - 1)`), limited to rows in the `parents` buckets
+    at the coarser resolution `parent_bits`."""
 
     bits: int
     parent_bits: int = 0
@@ -35,7 +36,7 @@ class Level:
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
-    """The rows whose `h & (2**bits - 1) == value`."""
+    """The rows of bucket `value` at resolution `bits`."""
 
     bits: int
     value: int
@@ -73,10 +74,16 @@ def find_leaves(
     bucket_bits: int,
     leaf_rows: int,
     whole_share: float = 0.5,
+    max_bits: int = MAX_BITS,
     run_both: Callable[[Callable[[], Figures], Callable[[], Figures]], tuple[Figures, Figures]] = both,
 ) -> BisectResult:
-    """The leaves holding every row that differs between the two sides of a chunk."""
+    """The leaves holding every row that differs between the two sides of a chunk.
+
+    Bucket values are the sides' business (hash bits or key ranges); both sides must number alike, and a
+    level's buckets must nest in its parents'. `max_bits` is the finest resolution the sides can bucket by.
+    """
     result = BisectResult()
+    bucket_bits = min(bucket_bits, max_bits)
     level: Level | None = Level(bucket_bits)
     first = True
     while level is not None:
@@ -90,12 +97,13 @@ def find_leaves(
                 result.equal_rows += fa[0] if fa is not None else 0
                 continue
             rows = max(fa[0] if fa else 0, fb[0] if fb else 0)
-            if rows <= leaf_rows or current.bits + bucket_bits > MAX_BITS:
+            if rows <= leaf_rows or current.bits + bucket_bits > max_bits:
                 result.leaves.append(Leaf(current.bits, bucket))
             else:
                 split.append(bucket)
-        if first and (len(result.leaves) + len(split)) > whole_share * max(1, len(a.keys() | b.keys())):
-            # most buckets differ: reading the chunk once beats narrowing it down
+        if first and (len(result.leaves) + len(split)) > whole_share * (1 << current.bits):
+            # most buckets differ: reading the chunk once beats narrowing it down (counted against every
+            # bucket, not only those with rows, so keys bunched in a few range buckets are narrowed down)
             return BisectResult([], 0, True, result.queries)
         first = False
         level = Level(current.bits + bucket_bits, current.bits, tuple(sorted(split))) if split else None

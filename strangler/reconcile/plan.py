@@ -59,8 +59,8 @@ class JobPlan:
                               ).hexdigest()[:32]
 
     def chunks_json(self) -> str:
-        return orjson.dumps({"config": self.fingerprint(),
-                             "chunks": [[c.index, c.lo, c.hi, c.of] for c in self.chunks]}).decode()
+        chunks = [[c.index, c.lo, c.hi, c.of, c.base, c.span_bits] for c in self.chunks]
+        return orjson.dumps({"config": self.fingerprint(), "chunks": chunks}).decode()
 
     def close(self) -> None:
         for side in self.sql_sides:
@@ -69,7 +69,7 @@ class JobPlan:
 
 def chunks_from_json(text: str) -> tuple[str, list[Chunk]]:
     data = orjson.loads(text)
-    return data["config"], [Chunk(i, lo, hi, of) for i, lo, hi, of in data["chunks"]]
+    return data["config"], [Chunk(*item) for item in data["chunks"]]
 
 
 def _columns(spec: FieldSpec, name: str, side: SqlSide | HttpSide, legacy: bool) -> str:
@@ -134,7 +134,15 @@ def _chunk(plan: JobPlan) -> tuple[list[Chunk], int]:
     # open ends: rows added below the lowest or above the highest key still fall in a chunk
     starts: Sequence[int | None] = [None, *edges]
     ends: Sequence[int | None] = [*edges, None]
-    return [Chunk(i, a, b) for i, (a, b) in enumerate(zip(starts, ends, strict=True))], rows
+    chunks = []
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        base, top = (lo if a is None else a), (hi if b is None else b)
+        span_bits = max(1, (top - base - 1).bit_length())
+        if span_bits > 62 or base < -(2**62) or base > 2**62:  # bucket arithmetic must stay within bigint
+            chunks.append(Chunk(i, a, b))
+        else:
+            chunks.append(Chunk(i, a, b, base=base, span_bits=span_bits))
+    return chunks, rows
 
 
 def _sampled_edges(plan: JobPlan, rows: int, count: int) -> list[int]:

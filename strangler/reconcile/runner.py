@@ -23,7 +23,7 @@ import orjson
 
 from strangler.maturity.store import LedgerStore
 from strangler.precedence.rules import Side
-from strangler.reconcile.bisect import find_leaves
+from strangler.reconcile.bisect import MAX_BITS, find_leaves
 from strangler.reconcile.drift import EntityDrift, Key, compare_entity, merge_sorted
 from strangler.reconcile.plan import JobPlan, chunks_from_json
 from strangler.reconcile.repair import RepairPublisher, state_event
@@ -167,8 +167,9 @@ class JobRunner:
         if not (isinstance(legacy, SqlStateSide) and isinstance(new, SqlStateSide)):
             raise TypeError("both sides must be SQL")
         with legacy.session(chunk) as a, new.session(chunk) as b:
+            limits = [m for m in (a.max_bits, b.max_bits) if m is not None]
             found = find_leaves(a, b, bucket_bits=plan.job.buckets.bit_length() - 1, leaf_rows=plan.job.leaf_rows,
-                                run_both=self._both)
+                                max_bits=min([MAX_BITS, *limits]), run_both=self._both)
             result.queries = found.queries
             result.compared = found.equal_rows
             if not found.whole and not found.leaves:

@@ -38,6 +38,8 @@ class Chunk:
     lo: int | None = None
     hi: int | None = None
     of: int = 1
+    base: int | None = None  # integer keys: buckets are key ranges of [base, base + 2**span_bits)
+    span_bits: int = 0
 
     def describe(self) -> str:
         if self.of > 1:
@@ -217,19 +219,52 @@ class SqlStateSide:
 
 
 class SqlChunkSession:
+    """One side of one chunk. Buckets are key ranges for integer-key chunks (so leaves are read through the
+    key's index), else the low bits of the key's hash."""
+
     def __init__(self, side: SqlStateSide, conn: Connection, chunk: Chunk) -> None:
         self.side = side
         self.conn = conn
         self.where, self.params = side.chunk_filter(chunk)
+        self.base = chunk.base if chunk.base is not None and len(side.key_exprs) == 1 else None
+        self.span_bits = chunk.span_bits
+        self.offset = f"(({side._quote(side.config.key[0])})::bigint - {int(chunk.base or 0)})"
+
+    @property
+    def max_bits(self) -> int | None:
+        """Beyond this resolution a range bucket holds one key (None: hash buckets, no such limit)."""
+        return self.span_bits if self.base is not None else None
+
+    def bucket(self, bits: int) -> str:
+        if self.base is not None:
+            return f"({self.offset} >> {self.span_bits - bits})"
+        return f"({self.side.key_hash} & {(1 << bits) - 1})"
+
+    def within(self, bits: int, values: Sequence[int]) -> str:
+        """A predicate for the rows in the buckets `values` at resolution `bits`."""
+        if self.base is None:
+            return f"{self.bucket(bits)} = ANY({_int_array(values)})"
+        shift, column = self.span_bits - bits, self.side._quote(self.side.config.key[0])
+        ranges: list[list[int]] = []
+        for v in sorted(values):  # adjacent buckets become one range
+            lo, hi = self.base + (v << shift), self.base + ((v + 1) << shift)
+            if ranges and ranges[-1][1] == lo:
+                ranges[-1][1] = hi
+            else:
+                ranges.append([lo, hi])
+        if len(ranges) > 256:  # too many ranges for the planner: filter by bucket within their span
+            return (f"{column} >= {ranges[0][0]} AND {column} < {ranges[-1][1]} "
+                    f"AND {self.bucket(bits)} = ANY({_int_array(values)})")
+        return "(" + " OR ".join(f"({column} >= {lo} AND {column} < {hi})" for lo, hi in ranges) + ")"
 
     def checksums(self, level: Level) -> Figures:
         s = self.side
         where, params = self.where, dict(self.params)
         if level.parents:
-            where += f" AND ({s.key_hash} & {(1 << level.parent_bits) - 1}) = ANY({_int_array(level.parents)})"
+            where += " AND " + self.within(level.parent_bits, level.parents)
         # OFFSET 0 keeps the hashing in the subquery, below the Gather: parallel workers hash the rows,
         # the leader only adds up per bucket
-        sql = (f"SELECT bucket, count(*), sum(h) FROM (SELECT ({s.key_hash} & {(1 << level.bits) - 1}) AS bucket, "
+        sql = (f"SELECT bucket, count(*), sum(h) FROM (SELECT {self.bucket(level.bits)} AS bucket, "
                f"{s.row_hash} AS h FROM {s.source} WHERE {where} OFFSET 0) AS hashed GROUP BY 1")
         return {int(b): (int(n), int(h)) for b, n, h in self.conn.execute(text(sql), params)}
 
@@ -240,9 +275,7 @@ class SqlChunkSession:
             by_bits: dict[int, list[int]] = {}
             for leaf in leaves:
                 by_bits.setdefault(leaf.bits, []).append(leaf.value)
-            terms = []
-            for bits, values in sorted(by_bits.items()):
-                terms.append(f"({s.key_hash} & {(1 << bits) - 1}) = ANY({_int_array(values)})")
+            terms = [self.within(bits, values) for bits, values in sorted(by_bits.items())]
             where += " AND (" + " OR ".join(terms) + ")"
         keys = len(s.key_exprs)
         sql = f"SELECT {', '.join([*s._typed_keys(), *s.value_exprs])} FROM {s.source} WHERE {where}"

@@ -368,3 +368,13 @@ async def test_the_schedule_runs_jobs_with_every(state_db: PostgresDatabase) -> 
         await scheduler.stop()
     assert sum(1 for r in service.store.runs("every", 5) if r["status"] == "done") >= 2
     assert 'strangler_reconcile_drifted_entities{job="every"} 1.0' in generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize("job", [{"buckets": 16, "leaf_rows": 4}, {"buckets": 16, "leaf_rows": 4, "chunks": 2,
+                                                                     "chunk_rows": 500_000}])
+def test_deep_bisection_finds_the_same_differences(state_db: PostgresDatabase, job: dict[str, int]) -> None:
+    sql, expected = inject(6, seed=100)
+    table = new_table(state_db, "deep", sql)
+    report = run(state_db, table, **job)  # 16 buckets a level: four levels before buckets of 4 rows
+    assert found(report) == expected
+    assert report["queries"] > 2 * (2 + 2) and report["rows_read"] < 100  # recursed, then read a few rows
