@@ -149,6 +149,14 @@ def prepare_request_headers(
     return PreparedRequestHeaders(out, host or b"", correlation_id, content_length, chunked)
 
 
+def client_correlation_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """The client's well-formed correlation id, or a new one (for answers the gateway gives itself)."""
+    for name, value in headers:
+        if name == CORRELATION and _CORRELATION_ID.fullmatch(value):
+            return value.decode("ascii")
+    return str(uuid.uuid4())
+
+
 def _text(name: bytes, value: bytes) -> str:
     try:
         return value.decode("utf-8")

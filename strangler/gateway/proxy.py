@@ -23,6 +23,7 @@ from strangler.gateway.framing import FramingRejected, check_framing
 from strangler.gateway.headers import (
     HeaderRejected,
     TrustedProxies,
+    client_correlation_id,
     filter_response_headers,
     prepare_request_headers,
 )
@@ -218,28 +219,34 @@ class ProxyApp:
         for name, value in headers:
             size += len(name) + len(value) + 4
         if size > self._max_header:
-            return await self._reject(send, 431, f"request headers exceed {self._max_header} bytes", "header_size")
+            return await self._reject(
+                send, 431, f"request headers exceed {self._max_header} bytes", "header_size", request_headers=headers
+            )
         try:
             check_framing(scope["http_version"], headers)
         except FramingRejected as exc:
-            return await self._reject(send, exc.status, str(exc), "framing")
+            return await self._reject(send, exc.status, str(exc), "framing", request_headers=headers)
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         try:
             path = normalize_path(raw_path)
         except PathRejected as exc:
-            return await self._reject(send, 400, str(exc), "path")
+            return await self._reject(send, 400, str(exc), "path", request_headers=headers)
         if self._reject_semicolons and ";" in path:
-            return await self._reject(send, 400, "';' is not allowed in paths here", "path")
+            return await self._reject(send, 400, "';' is not allowed in paths here", "path", request_headers=headers)
         method = scope["method"]
         route = self.router.route(
             method, path, lambda spec, params: request_key(spec, params, headers, scope.get("query_string") or b"")
         )
         if route is None:
-            return await self._reject(send, 503, "no upstream is configured for this route", "no_upstream")
+            return await self._reject(
+                send, 503, "no upstream is configured for this route", "no_upstream", request_headers=headers
+            )
         upstream = route.decision.primary
         client = self.clients.get(upstream)
         if client is None:
-            return await self._reject(send, 503, f"upstream {upstream!r} is not configured", "no_upstream")
+            return await self._reject(
+                send, 503, f"upstream {upstream!r} is not configured", "no_upstream", request_headers=headers
+            )
         peer = scope.get("client")
         peer_host = peer[0] if peer else None
         try:
@@ -251,7 +258,7 @@ class ProxyApp:
                 preserve_host=self.config.upstreams[upstream].preserve_host,
             )
         except HeaderRejected as exc:
-            return await self._reject(send, 400, str(exc), "header")
+            return await self._reject(send, 400, str(exc), "header", request_headers=headers)
         cid = prepared.correlation_id
         limit = self._body_limits.get(route.capability, self._default_body_limit) if route.capability else (
             self._default_body_limit
@@ -419,7 +426,10 @@ class ProxyApp:
         reason: str,
         correlation_id: str | None = None,
         upstream: str | None = None,
+        request_headers: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> None:
+        if correlation_id is None and request_headers is not None:  # refused before the headers were prepared
+            correlation_id = client_correlation_id(request_headers)
         if reason != "upstream":
             self.metrics.rejected.labels(reason).inc()
         body = problem_body(status, detail, correlation_id=correlation_id, upstream=upstream)
