@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
 from strangler.config import StranglerConfig
+from strangler.dashboard import CdcStatusSource, DashboardSources, cdc_status_for, dashboard_routes
 from strangler.gateway.admin import build_admin_app
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
@@ -27,6 +28,7 @@ from strangler.maturity.admin_api import maturity_routes
 from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
 from strangler.maturity.store import SqlLedgerStore
+from strangler.openapi import openapi_route
 from strangler.precedence.rules import PrecedenceRules, Side, response_classifier, serving_side
 from strangler.reconcile.admin_api import drift_routes
 from strangler.reconcile.scheduler import ReconcileScheduler
@@ -185,7 +187,10 @@ def build_admin(
     metrics: Callable[[], bytes],
     workers_ready: Callable[[], tuple[bool, dict[str, Any]]],
     registry: CollectorRegistry,
+    cdc_status: CdcStatusSource | None = None,
 ) -> AdminParts:
+    """The admin process: its API, the dashboard (`cdc_status`: where it reads the connectors' state,
+    by default what the configuration allows) and the background parts to start and stop."""
     engine = create_store_engine(config.store)
     store, cache, refresher = build_flags(config, engine, registry)
     divergences = SqlDivergenceStore(engine)
@@ -213,6 +218,12 @@ def build_admin(
             *maturity_routes(ledger, config.maturity, utcnow),
             *outcome_routes(outcomes),
             *drift_routes(reconciliation),
+            openapi_route(),
+            *dashboard_routes(
+                DashboardSources(service, evidence, ledger, config.maturity, utcnow,
+                                 cdc=cdc_status or cdc_status_for(config.cdc), refresher=refresher),
+                config.admin.tokens,
+            ),
         ],
     )
     monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)

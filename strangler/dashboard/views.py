@@ -1,0 +1,114 @@
+"""What each dashboard page shows, read from the same services the admin API uses (blocking: called off the
+event loop). The pages never compute evidence of their own: the gate, the report and the ledger figures are
+the ones `PUT /flags`, `GET /report` and `GET /maturity` give."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from strangler.dashboard.cdc_status import CdcStatusSource, NoCdcStatus
+from strangler.maturity.config import MaturityConfig
+from strangler.maturity.ledger import Journey, Stage, stage_lags
+from strangler.maturity.store import LedgerStore
+from strangler.routing.modes import Mode
+from strangler.routing.refresh import FlagRefresher
+from strangler.routing.service import FlagService
+from strangler.shadow.evidence import ShadowEvidence
+from strangler.shadow.report import build_report
+
+MODES = tuple(Mode)
+STUCK_LISTED = 20
+
+
+@dataclass
+class DashboardSources:
+    """The services behind the dashboard (the admin process's own)."""
+
+    flags: FlagService
+    evidence: ShadowEvidence
+    ledger: LedgerStore
+    maturity: MaturityConfig
+    clock: Callable[[], dt.datetime]
+    cdc: CdcStatusSource = field(default_factory=NoCdcStatus)
+    refresher: FlagRefresher | None = None
+
+
+def current_flags(sources: DashboardSources) -> dict[str, dict[str, Any]]:
+    """Every capability's flag as `GET /flags` shows it (the configured mode until one is stored)."""
+    stored = sources.flags.store.load()
+    out = {}
+    for name, cap in sources.flags.capabilities.items():
+        flag = stored.get(name)
+        out[name] = flag.as_dict() if flag is not None else {
+            "capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0, "updated_at": None,
+            "updated_by": None, "reason": "initial mode from configuration"}
+    return out
+
+
+def _capability(sources: DashboardSources, name: str, flag: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    cap = sources.flags.capabilities[name]
+    rank = Mode(flag["mode"]).rank
+    return {
+        "name": name,
+        "legacy": cap.legacy,
+        "new": cap.new,
+        "routes": list(cap.routes),
+        "sticky": cap.sticky,
+        "gate": cap.gate,
+        "flag": flag,
+        "rank": rank,
+        "modes": [m.value for m in MODES] if cap.new is not None else [Mode.LEGACY.value],
+        "report": report,
+        "divergent_fields": [f for f in report["fields"] if f["classification"] != "noise"],
+        "noise_fields": [f for f in report["fields"] if f["classification"] == "noise"],
+    }
+
+
+def overview(sources: DashboardSources) -> dict[str, Any]:
+    flags = current_flags(sources)
+    report = build_report(sources.evidence)
+    by_name = {item["capability"]: item for item in report["capabilities"]}
+    return {
+        "capabilities": [_capability(sources, name, flags[name], by_name[name]) for name in flags],
+        "cdc": sources.cdc.overview(),
+        "maturity": maturity(sources),
+        "generated_at": report["generated_at"],
+    }
+
+
+def capability_page(sources: DashboardSources, name: str, history_limit: int = 50) -> dict[str, Any]:
+    flags = current_flags(sources)
+    report = build_report(sources.evidence, [name])["capabilities"][0]
+    history = [entry.as_dict() for entry in sources.flags.store.history(name, history_limit)]
+    return {"capability": _capability(sources, name, flags[name], report), "history": history}
+
+
+def _journey(journey: Journey, now: dt.datetime) -> dict[str, Any]:
+    since = journey.stages.get(journey.stage)
+    return {"correlation_id": journey.correlation_id, "entity_key": journey.entity_key or "(not yet known)",
+            "capability": journey.capability, "stage": journey.stage.value,
+            "since": since.isoformat() if since else None,
+            "age_seconds": (now - since).total_seconds() if since else None, "reason": journey.exception_reason}
+
+
+def maturity(sources: DashboardSources) -> dict[str, Any]:
+    """Stage lags and stuck counts as `GET /maturity` gives them, plus the stuck and failed changes themselves."""
+    now = sources.clock()
+    journeys = sources.ledger.recent(now - dt.timedelta(seconds=sources.maturity.window))
+    stuck_after = dt.timedelta(seconds=sources.maturity.stuck_after)
+    figures = stage_lags(journeys, now, stuck_after)
+    stuck, failed = [], []
+    for journey in journeys:
+        stage = journey.stage
+        if stage is Stage.EXCEPTION:
+            failed.append(_journey(journey, now))
+        elif stage is not Stage.RECONCILED:
+            since = journey.stages.get(stage)
+            if since is not None and now - since > stuck_after:
+                stuck.append(_journey(journey, now))
+    stuck.sort(key=lambda j: -(j["age_seconds"] or 0))
+    return {**figures, "window_seconds": sources.maturity.window, "stuck_changes": stuck[:STUCK_LISTED],
+            "exception_changes": failed[:STUCK_LISTED]}
