@@ -21,22 +21,33 @@ _STATUS_EXIT = {412: EXIT_GATE, 409: EXIT_CONFLICT, 422: EXIT_BAD_INPUT, 404: EX
                 400: EXIT_BAD_INPUT}
 
 
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="configuration (admin URL and token)")
+    parser.add_argument("--admin-url", default=default, help="admin API base URL (default: from the configuration)")
+    parser.add_argument("--token", default=default,
+                        help="bearer token (default: $STRANGLER_ADMIN_TOKEN, then the configuration)")
+    parser.add_argument("--json", action="store_true", default=default, help="print JSON instead of a table")
+
+
 def add_parser(sub: Any) -> None:
     flags = sub.add_parser("flags", help="read and flip routing flags through the admin API")
-    flags.add_argument("-c", "--config", metavar="FILE", help="configuration (admin URL and token)")
-    flags.add_argument("--admin-url", help="admin API base URL (default: from the configuration)")
-    flags.add_argument("--token", help="bearer token (default: $STRANGLER_ADMIN_TOKEN, then the configuration)")
-    flags.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(flags, None)
+    flags.set_defaults(json=False)
+    # the same options are accepted after the action too (`strangler flags list --json`); SUPPRESS keeps
+    # an action's parser from resetting what was given before it
+    after = argparse.ArgumentParser(add_help=False)
+    _common(after, argparse.SUPPRESS)
     actions = flags.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="every capability's flag")
-    p = actions.add_parser("set", help="flip a capability's flag")
+    actions.add_parser("list", help="every capability's flag", parents=[after])
+    p = actions.add_parser("set", help="flip a capability's flag", parents=[after])
     p.add_argument("capability")
     p.add_argument("mode", choices=["legacy", "shadow", "canary", "new", "new-only"])
     p.add_argument("--percent", type=float, help="canary share, 0-100")
     p.add_argument("--reason", required=True)
     p.add_argument("--force", action="store_true", help="override the gate (recorded in the audit log)")
     p.add_argument("--expect-version", type=int, help="refuse if the flag is no longer at this version")
-    p = actions.add_parser("history", help="a capability's audit log")
+    p = actions.add_parser("history", help="a capability's audit log", parents=[after])
     p.add_argument("capability")
     p.add_argument("--limit", type=int, default=50)
     flags.set_defaults(func=run)
