@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench/reconcile.py: start -->", "<!-- bench/reconcile.py: end -->"
 sys.path.insert(0, str(ROOT))
 
 LEGACY = """
@@ -202,14 +202,15 @@ so every row is normalised. Medians of {args.repeats} repeats; each repeat's fig
 
 {table_text}
 
-The job reads every row once inside each database (the checksums of 4,096 buckets per chunk of
-100,000 keys), then only the keys of chunks whose checksums differ, and fetches {last['rows_read']:,} rows of
-{2 * args.rows:,}. What it adds to the floor: the bucket aggregation, one more scan of the keys (not the rows)
-of each differing chunk (with 100 differences spread evenly, every chunk differs), planning (column types, key
-bounds, a block sample of the keys for the chunk edges) and the store's writes. The floor's single query
-per side uses PostgreSQL's parallel workers; the chunk queries are asked to use them too. Memory: the same
-peak RSS for 100,000 and {args.rows:,} rows: what is held is one chunk's leaves (or, when a chunk mostly
-differs, a stream of its rows), the bucket figures and the drift found, not the table.
+The job reads every row once inside each database (the checksums of 4,096 key-range buckets per chunk of
+about 100,000 keys), then only the buckets whose checksums differ, through the key's index, and fetches
+{last['rows_read']:,} rows of {2 * args.rows:,}. What it adds to the floor: the bucket aggregation, the
+reads of the differing buckets (with {args.differences} differences spread evenly, every chunk differs),
+planning (column types, key bounds, a block sample of the keys for the chunk edges) and the store's writes.
+The floor's query per side uses PostgreSQL's parallel workers; the chunk queries are asked to use them too.
+Memory: the same peak RSS (mostly the interpreter and its libraries) for 100,000 and {args.rows:,} rows:
+what is held is one chunk's bucket figures and leaves (or, when a chunk mostly differs, a stream of its
+rows) and the drift found, not the table.
 """
 
 
@@ -218,10 +219,14 @@ def _list(values: list[float], unit: str = " s", digits: int = 2) -> str:
 
 
 def write_section(section: str) -> None:
+    """Replaces this benchmark's part of bench/RESULTS.md (between its markers) and nothing else."""
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Reconciliation\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    block = f"{START}\n{section.rstrip()}\n{END}\n"
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
+    else:
+        text = text.rstrip() + "\n\n" + block
     path.write_text(text)
 
 
