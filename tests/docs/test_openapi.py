@@ -82,8 +82,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[
+    HealthCheck.filter_too_much, HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_no_operation_answers_a_server_error(case: Any) -> None:
     case.call_and_validate(headers=AUTH, checks=[not_a_server_error, status_code_conformance,
                                                  content_type_conformance, response_schema_conformance])
