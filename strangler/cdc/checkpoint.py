@@ -45,6 +45,13 @@ class AckTracker:
         self.in_flight += 1
         return unit.ack
 
+    def sending_many(self, count: int) -> Any:
+        """Count `count` more records of the open unit; returns their (shared) delivery callback."""
+        unit = self._open
+        unit.pending += count
+        self.in_flight += count
+        return unit.ack
+
     def close(self, checkpoint: Checkpoint) -> None:
         """Every record sent since the previous checkpoint comes before `checkpoint`."""
         unit = self._open

@@ -149,16 +149,12 @@ class Connector:
         next_confirm = now + cfg.confirm_interval
         next_heartbeat = now + self.heartbeat_interval if self.heartbeat_interval > 0 else float("inf")
         next_observe = now
-        send, sending, close = sink.send, tracker.sending, tracker.close
         while not stop.is_set():
             if tracker.in_flight < cfg.max_in_flight:
-                items = source.read(cfg.batch_size, 0.0 if tracker.in_flight else 0.2)
-                for item in items:
-                    if type(item) is tuple:
-                        send(item, sending())
-                    else:
-                        close(item)  # type: ignore[arg-type]
-                sink.poll(0 if items or not tracker.in_flight else 0.01)
+                # with events in flight, wait on the source only briefly: deliveries are served below
+                items = source.read(cfg.batch_size, 0.005 if tracker.in_flight else 0.2)
+                self._send(items, sink, tracker)
+                sink.poll(0)
             else:
                 sink.poll(0.05)
             self._advance(source, tracker)
@@ -175,6 +171,19 @@ class Connector:
             if source.finished and tracker.in_flight == 0 and not tracker.waiting:
                 self.phase = "done"
                 return
+
+    @staticmethod
+    def _send(items: list[Any], sink: EventSink, tracker: AckTracker) -> None:
+        """Each run of records goes to the sink with its unit's callback; each checkpoint closes the unit."""
+        start = 0
+        for index, item in enumerate(items):
+            if type(item) is not tuple:
+                if index > start:
+                    sink.send_many(items[start:index], tracker.sending_many(index - start))
+                tracker.close(item)
+                start = index + 1
+        if start < len(items):
+            sink.send_many(items[start:], tracker.sending_many(len(items) - start))
 
     def _advance(self, source: ChangeSource, tracker: AckTracker) -> None:
         if tracker.errors:

@@ -49,6 +49,12 @@ class JsonlSink:
         if len(self._lines) >= 10000:
             self.poll(0)
 
+    def send_many(self, records: list[Record], on_delivery: DeliveryCallback) -> None:
+        self._lines.extend(format_line(record) for record in records)
+        self._callbacks.extend([on_delivery] * len(records))
+        if len(self._lines) >= 10000:
+            self.poll(0)
+
     def poll(self, timeout: float) -> None:
         if not self._lines:
             return

@@ -71,6 +71,9 @@ class EventSink(Protocol):
         """Queue one record; `on_delivery(error, message)` is called from `poll` or `flush` once the record is
         acknowledged (error None) or lost. May block briefly when the sink's queue is full."""
 
+    def send_many(self, records: list[Record], on_delivery: DeliveryCallback) -> None:
+        """`send` for each record, with the same callback (called once per record)."""
+
     def poll(self, timeout: float) -> None:
         """Serve delivery callbacks, waiting up to `timeout` seconds for one."""
 

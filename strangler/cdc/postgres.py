@@ -266,13 +266,14 @@ class PostgresSource:
         cursor, translator = self._cursor, self._translator
         assert translator is not None
         translator.now_us = time.time_ns() // 1000
-        feed = translator.feed
+        read_message = cursor.read_message
+        messages: list[Any] = []
         deadline = 0.0
         try:
-            while len(out) < max_items:
-                message = cursor.read_message()
+            while len(messages) < max_items:
+                message = read_message()
                 if message is None:
-                    if out:
+                    if messages:
                         break
                     now = time.monotonic()
                     if not deadline:
@@ -282,9 +283,10 @@ class PostgresSource:
                     select.select([self._replication], [], [], deadline - now)
                     translator.now_us = time.time_ns() // 1000
                     continue
-                feed(message.payload, message.data_start, out)
+                messages.append(message)
         except psycopg2.Error as exc:
             raise SourceError(f"the replication stream failed: {exc}".strip()) from exc
+        translator.feed_messages(messages, out)
         return out
 
     def _read_snapshot(self, max_items: int) -> list[Record | Checkpoint]:

@@ -60,10 +60,11 @@ def _timestamptz(digits: int) -> Callable[[bytes], bytes]:
 
 def _fixed_decimal(scale: int, slow: Callable[[bytes], Any]) -> Callable[[bytes], bytes]:
     def emit(value: bytes) -> bytes:
-        point = value.find(b".")
-        if (len(value) - point - 1 if point >= 0 else 0) != scale or value[-1] > 57:  # not plain digits at scale
+        # a numeric(p, s) column's text always has exactly s decimals; NaN and friends go the slow way
+        try:
+            unscaled = int(value.replace(b".", b""))
+        except ValueError:
             return orjson.dumps(slow(value))
-        unscaled = int(value.replace(b".", b"")) if point >= 0 else int(value)
         bits = unscaled.bit_length() if unscaled >= 0 else (~unscaled).bit_length()
         return b'"' + b2a_base64(unscaled.to_bytes(bits // 8 + 1, "big", signed=True), newline=False) + b'"'
 
@@ -89,11 +90,39 @@ def _emitter(column: CapturedColumn) -> Callable[[bytes], bytes] | None:
     return None
 
 
+def _inline(column: CapturedColumn, index: int, env: dict[str, Any]) -> list[str] | None:
+    """Generated lines computing `v<index>` for the commonest types, without a call per value; None if the
+    column's type has no inline form. The emitters above stay the fallback for the unusual forms."""
+    name, schema, v = column.type_name, column.renderer.schema, f"v{index}"
+    if name in _PLAIN_TEXT:
+        return ["value = data[start:pos]",
+                f"{v} = b'\"' + value + b'\"' if needs_escape(value) is None else dumps(value.decode())"]
+    if name == "timestamptz" and (digits := precision(column.modifier)) > 0:
+        env[f"emit{index}"] = _timestamptz(digits)
+        return ["value = data[start:pos]",
+                "if value[-3:] == b'+00' and value[10] == 32 and value[4] == 45:",
+                f"    {v} = b''.join((b'\"', value[:10], b'T', value[11:19], "
+                f"(value[19:-3] or b'.').ljust({digits + 1}, b'0'), b'Z\"'))",
+                "else:",
+                f"    {v} = emit{index}(value)"]
+    if name == "numeric" and schema.get("name") == "org.apache.kafka.connect.data.Decimal":
+        env[f"emit{index}"] = _fixed_decimal(int(schema["parameters"]["scale"]), column.renderer.render)
+        return ["value = data[start:pos]",
+                "try:",
+                "    n = int(value.replace(b'.', b''))",
+                f"    {v} = b''.join((b'\"', b2a_base64(n.to_bytes(((n.bit_length() if n >= 0 else "
+                "(~n).bit_length()) >> 3) + 1, 'big', signed=True), newline=False), b'\"'))",
+                "except ValueError:",
+                f"    {v} = emit{index}(value)"]
+    return None
+
+
 def compile_encoder(table: CapturedTable, width: int) -> Encoder:
     """An encoder for tuples of `width` columns (the Relation's), of which `table.columns` are captured."""
     by_index = {c.index: c for c in table.columns}
     env: dict[str, Any] = {"U32": struct.Struct(">I").unpack_from, "text": _text, "float_": _float, "bool_": _bool,
-                           "dumps": orjson.dumps, "fail": _fail, "table": table}
+                           "dumps": orjson.dumps, "fail": _fail, "table": table, "needs_escape": _NEEDS_ESCAPE,
+                           "b2a_base64": b2a_base64}
     lines = ["def encode(data, pos):", "    pos += 2"]  # the column count: the Relation already told us
     for index in range(width):
         column = by_index.get(index)
@@ -108,7 +137,12 @@ def compile_encoder(table: CapturedTable, width: int) -> Encoder:
             continue
         name = column.type_name
         may_fail = True
-        if column.renderer.schema.get("type") in ("int16", "int32", "int64") and name in _RAW_NUMBER:
+        inline = _inline(column, index, env)
+        if inline is not None:
+            lines += ["        try:", *(f"            {line}" for line in inline), "        except ValueError as exc:",
+                      f"            fail(table, {column.name!r}, exc)"]
+            emit = None
+        elif column.renderer.schema.get("type") in ("int16", "int32", "int64") and name in _RAW_NUMBER:
             emit, may_fail = "data[start:pos]", False
         elif name in _PLAIN_TEXT:
             emit, may_fail = "text(data[start:pos])", False
@@ -123,7 +157,9 @@ def compile_encoder(table: CapturedTable, width: int) -> Encoder:
             env[f"render{index}"] = column.renderer.render
             emit = f"dumps(render{index}(data[start:pos]))"
         env[f"unavailable{index}"] = orjson.dumps(column.renderer.unavailable)
-        if may_fail:
+        if emit is None:
+            pass
+        elif may_fail:
             lines += ["        try:", f"            v{index} = {emit}", "        except ValueError as exc:",
                       f"            fail(table, {column.name!r}, exc)"]
         else:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from strangler.cdc.errors import CdcError
 
 
@@ -19,6 +21,8 @@ class StateFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._temporary = str(self.path.with_name(self.path.name + ".tmp"))
+        self._ready = False
 
     def load(self) -> dict[str, Any]:
         try:
@@ -32,14 +36,17 @@ class StateFile:
         return data
 
     def save(self, data: dict[str, Any], durable: bool = True) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, separators=(",", ":"))
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._ready = True
+        fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, orjson.dumps(data))
             if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(temporary, self.path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._temporary, self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ each table's generated encoder (rowcodec); everything else goes through the pgou
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +55,18 @@ class SnapshotCoverage:
 class _Codec:
     """A captured table with its generated encoder and its event counts."""
 
-    __slots__ = ("table", "encode", "counts")
+    __slots__ = ("table", "table_id", "topic", "encode", "counts")
 
     def __init__(self, table: CapturedTable, width: int, counts: list[int]) -> None:
         self.table = table
+        self.table_id = table.table_id
+        self.topic = table.topic
         self.encode = compile_encoder(table, width)
         self.counts = counts  # c, u, d, t
 
 
 _OPS = ("c", "u", "d", "t")
+_OP_NAMES = (b"c", b"u", b"d", b"t")
 _U32 = struct.Struct(">I").unpack_from
 
 
@@ -84,7 +87,8 @@ class ChangeTranslator:
         self.acked_mark = acked_mark
         self.coverage = coverage
         self.unit_size = unit_size
-        self._plain_inserts = "c" not in skipped_operations and coverage is None
+        self._plain_inserts = not ({"c", "u"} & skipped_operations) and coverage is None
+        self._fast = False  # decided at each Begin
         self.codecs: dict[int, _Codec | None] = {}
         self.duplicates = 0  # changes re-emitted that the sink had acknowledged before a restart
         self.suppressed = 0
@@ -112,6 +116,33 @@ class ChangeTranslator:
     @property
     def counts(self) -> dict[tuple[str, str], int]:
         return {(name, op): n for name, ops in self._counts.items() for op, n in zip(_OPS, ops, strict=True) if n}
+
+    def feed_messages(self, messages: Iterable[Any], out: list[Record | Checkpoint]) -> None:
+        """`feed` for a batch of messages with `payload` and `data_start` (psycopg2's), with plain inserts (no
+        skipped operations, no snapshot coverage, no duplicates to count) translated inline."""
+        append = out.append
+        codecs = self.codecs
+        unit = self.unit_size
+        for message in messages:
+            data = message.payload
+            kind = data[0]
+            # inserts, and updates that carry no old image (the key did not change, REPLICA IDENTITY DEFAULT)
+            if not (kind == 73 or (kind == 85 and data[5] == 78)) or not self._fast:
+                self.feed(data, message.data_start, out)
+                continue
+            self._index += 1
+            codec = codecs.get(_U32(data, 1)[0])
+            if codec is not None:
+                key, row, _ = codec.encode(data, 6)
+                template = self._templates.get(codec.table_id) or self._template(codec)
+                op = 0 if kind == 73 else 1
+                append((codec.topic, template.key(key) if template.key_schema else key,
+                        template.value(b"null", row, _OP_NAMES[op], message.data_start, self._now_tail), None))
+                codec.counts[op] += 1
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= unit:
+                append(Checkpoint(StreamPosition((self._final_lsn, self._index), None), self._commit_us))
+                self._since_checkpoint = 0
 
     def feed(self, data: bytes, lsn: int, out: list[Record | Checkpoint]) -> None:
         """Translate one pgoutput message (`lsn`: where the server says it starts) into `out`."""
@@ -148,6 +179,8 @@ class ChangeTranslator:
             self._xid = message.xid
             self._index = self._since_checkpoint = 0
             self._templates = {}
+            counting = self.acked_mark is not None and self._final_lsn <= self.acked_mark[0]
+            self._fast = self._plain_inserts and not counting
         elif type(message) is Commit:
             out.append(Checkpoint(StreamPosition((self._final_lsn, self._index), message.end_lsn), self._commit_us))
             self.last_commit_lsn = message.commit_lsn

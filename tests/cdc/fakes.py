@@ -86,6 +86,10 @@ class FakeSink:
     def send(self, record: Any, on_delivery: DeliveryCallback) -> None:
         self.pending.append((record[1], on_delivery))
 
+    def send_many(self, records: list[Any], on_delivery: DeliveryCallback) -> None:
+        for record in records:
+            self.send(record, on_delivery)
+
     def poll(self, timeout: float) -> None:
         if self.down:
             self.problem_at = (time.monotonic(), "broker down")

@@ -103,9 +103,11 @@ def test_an_unrenderable_value_names_its_column() -> None:
     cells = pg_text((1, True, 1, 1, "a", 1.0, Decimal("1.00"), Decimal("1"), datetime(2020, 1, 1),
                      datetime(2020, 1, 1), datetime(2020, 1, 1), datetime(2020, 1, 1), datetime(2020, 1, 1),
                      "00000000-0000-0000-0000-000000000000", "x", b"", []))
-    cells[7] = b"NaN"
-    with pytest.raises(UnrenderableValue, match="public.t.amount"):
-        compile_encoder(captured, len(COLUMNS))(pgwire.insert(1, cells), 6)
+    for index, column in ((6, "price"), (7, "amount")):  # fixed and variable scale
+        broken = list(cells)
+        broken[index] = b"NaN"
+        with pytest.raises(UnrenderableValue, match=f"public.t.{column}"):
+            compile_encoder(captured, len(COLUMNS))(pgwire.insert(1, broken), 6)
 
 
 def test_timestamptz_outside_the_fast_form_still_matches() -> None:
