@@ -328,6 +328,7 @@ def test_the_command_stops_on_sigint_and_the_next_run_resumes(state_db: Postgres
     table = new_table(state_db, "sigint", sql)
     path = tmp_path / "strangler.yaml"
     path.write_text(config_text(state_db, table, chunk_rows=10_000))
+    upgrade_schema(state_db.url())  # the command would create the tables; the test reads them first
     command = [sys.executable, "-m", "strangler", "reconcile", "-c", str(path), "sigint", "--format", "json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": os.getcwd()})
