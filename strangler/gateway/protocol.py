@@ -8,6 +8,11 @@ fields (`max_head_bytes`), 414 for a target over 1 MiB, 408 when it has taken `h
 
 A complete head is left to the proxy's check, which counts the fields the same way (a field line with one
 space after the colon counts as much there), so the answer does not depend on how the head was split.
+
+What the parser (llhttp) refuses is answered 400 the same way (a problem, then the connection closed once
+the client could read it), and only after the requests before it on the connection are answered: uvicorn
+itself would answer at once and close, so a pipelined request that the upstream had already carried out
+would lose its response.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from strangler.gateway.problems import TITLES, problem_body, problem_headers
 _REQUEST_LINE_AND_END = 64
 # more than one read can hold, so that a target is refused (or not) whatever the segmentation
 MAX_TARGET_BYTES = 1024 * 1024
+_INVALID = "the request is not valid HTTP/1.1 (or is framed ambiguously)"
 # how long a refused connection stays half-open, so that a client still sending can read the answer
 LINGER_SECONDS = 1.0
 
@@ -38,6 +44,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refusing = False  # the parser refused the bytes after the requests being answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -48,6 +55,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refusing:
+            return  # nothing after refused bytes is read
         if self._reading_head:
             self._head_bytes += len(data)
         super().data_received(data)  # the parser's callbacks below may end this head and begin another
@@ -74,6 +83,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._reading_head = True
         self._head_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the bytes at hand (uvicorn calls this); answer once earlier requests are."""
+        self._refusing = True
+        self._cancel_head_timer()
+        cycle = self.cycle  # the request parsed last
+        if cycle is not None and not cycle.response_complete:
+            if cycle.more_body:  # the refused bytes are its body: it goes nowhere
+                cycle.disconnected = True
+                cycle.message_event.set()
+                queued = [entry for entry in self.pipeline if entry[0] is cycle]
+                if not queued:  # it is the request being answered: nothing comes before the refusal
+                    self._refuse(400, _INVALID)
+                    return
+                self.pipeline.remove(queued[0])
+            self.transport.pause_reading()  # the requests before it are answered first
+            return
+        self._refuse(400, _INVALID)
+
+    def on_response_complete(self) -> None:
+        idle = not self.pipeline  # else the next pipelined request starts now
+        super().on_response_complete()
+        if self._refusing and idle and not self.transport.is_closing():
+            self._refuse(400, _INVALID)
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
