@@ -1,5 +1,6 @@
-"""`strangler demo`: a sample legacy monolith, a sample new customer service and the gateway in front,
-all on loopback with SQLite, walked through the routing modes of one capability."""
+"""`strangler demo`: a sample legacy monolith, a sample new customer service, the gateway in front with its
+store, admin API and dashboard, the legacy database's change capture and the domain-event mapper, all on
+loopback with SQLite, walked through the routing modes of one capability."""
 
 from __future__ import annotations
 

@@ -112,6 +112,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def generated_at() -> str:
+    """When a read was answered, to the microsecond: both sample apps send it with a customer they read, so it
+    differs on every call (the kind of field the shadow comparison learns to treat as noise)."""
+    return utc_now().isoformat(timespec="microseconds")
+
+
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, to the second: the `updated_at` both sample apps send."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

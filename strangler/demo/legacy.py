@@ -19,7 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from strangler.demo.domain import Address, InvalidAddress, SeedData, format_timestamp, parse_address, utc_now
+from strangler.demo.domain import (
+    Address,
+    InvalidAddress,
+    SeedData,
+    format_timestamp,
+    generated_at,
+    parse_address,
+    utc_now,
+)
 from strangler.demo.served_by import ServedByMiddleware
 
 LEGACY = "legacy"
@@ -36,6 +44,7 @@ _customers = Table(
     Column("corr_city", String(100), nullable=False),
     Column("corr_country", String(2), nullable=False),
     Column("updated_at", String(20), nullable=False),
+    Column("last_correlation_id", String(128)),  # the request that last changed the row (an audit column)
 )
 _policies = Table(
     "policies", _metadata,
@@ -83,14 +92,16 @@ class LegacyDatabase:
         with self._engine.connect() as conn:
             return conn.execute(select(_customers).where(_customers.c.id == customer_id)).mappings().first()
 
-    def change_address(self, customer_id: int, address: Address) -> RowMapping | None:
+    def change_address(self, customer_id: int, address: Address, correlation_id: str | None = None
+                       ) -> RowMapping | None:
         """Store the new correspondence address; the updated row, or None for an unknown customer."""
         with self._engine.begin() as conn:
             changed = conn.execute(
                 update(_customers)
                 .where(_customers.c.id == customer_id)
                 .values(corr_street=address.street, corr_postcode=address.postcode, corr_city=address.city,
-                        corr_country=address.country, updated_at=format_timestamp(self._clock()))
+                        corr_country=address.country, updated_at=format_timestamp(self._clock()),
+                        last_correlation_id=correlation_id)
             ).rowcount
             if not changed:
                 return None
@@ -143,7 +154,9 @@ class _LegacyEndpoints:
     async def customer(self, request: Request) -> JSONResponse:
         customer_id: int = request.path_params["id"]
         row = await run_in_threadpool(self.db.customer, customer_id)
-        return JSONResponse(_customer_json(row)) if row else _not_found(f"customer {customer_id}")
+        if not row:
+            return _not_found(f"customer {customer_id}")
+        return JSONResponse({**_customer_json(row), "generated_at": generated_at()})
 
     async def change_address(self, request: Request) -> JSONResponse:
         customer_id: int = request.path_params["id"]
@@ -152,7 +165,8 @@ class _LegacyEndpoints:
         except ValueError as exc:  # InvalidAddress, or a body that is not JSON
             detail = str(exc) if isinstance(exc, InvalidAddress) else "the body is not valid JSON"
             return JSONResponse({"detail": detail}, status_code=422)
-        row = await run_in_threadpool(self.db.change_address, customer_id, address)
+        row = await run_in_threadpool(self.db.change_address, customer_id, address,
+                                      request.headers.get("x-correlation-id"))
         return JSONResponse(_customer_json(row)) if row else _not_found(f"customer {customer_id}")
 
     async def policy(self, request: Request) -> JSONResponse:

@@ -21,7 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from strangler.demo.domain import Address, Customer, InvalidAddress, format_timestamp, parse_address, utc_now
+from strangler.demo.domain import (
+    Address,
+    Customer,
+    InvalidAddress,
+    format_timestamp,
+    generated_at,
+    parse_address,
+    utc_now,
+)
 from strangler.demo.served_by import ServedByMiddleware
 
 NEW_CUSTOMERS = "new-customers"
@@ -50,6 +58,8 @@ class CustomerProfile:
 
 
 Presenter = Callable[[CustomerProfile], dict[str, Any]]
+# Called after the service changed an address: (profile, correlation id of the request) -> publish its event.
+Publisher = Callable[[CustomerProfile, str | None], None]
 
 
 def customer_json(profile: CustomerProfile) -> dict[str, Any]:
@@ -121,14 +131,17 @@ def _not_found(customer_id: int) -> JSONResponse:
 
 
 class _ProfileEndpoints:
-    def __init__(self, store: ProfileStore, present: Presenter) -> None:
+    def __init__(self, store: ProfileStore, present: Presenter, publish: Publisher | None) -> None:
         self.store = store
         self.present = present
+        self.publish = publish
 
     async def customer(self, request: Request) -> JSONResponse:
         customer_id: int = request.path_params["id"]
         profile = await run_in_threadpool(self.store.get, customer_id)
-        return JSONResponse(self.present(profile)) if profile else _not_found(customer_id)
+        if profile is None:
+            return _not_found(customer_id)
+        return JSONResponse({**self.present(profile), "generated_at": generated_at()})
 
     async def change_address(self, request: Request) -> JSONResponse:
         customer_id: int = request.path_params["id"]
@@ -138,14 +151,20 @@ class _ProfileEndpoints:
             detail = str(exc) if isinstance(exc, InvalidAddress) else "the body is not valid JSON"
             return JSONResponse({"detail": detail}, status_code=422)
         profile = await run_in_threadpool(self.store.change_address, customer_id, address)
-        return JSONResponse(self.present(profile)) if profile else _not_found(customer_id)
+        if profile is None:
+            return _not_found(customer_id)
+        if self.publish is not None and request.headers.get("x-strangler-shadow") != "dry-run":
+            self.publish(profile, request.headers.get("x-correlation-id"))
+        return JSONResponse(self.present(profile))
 
 
 def build_customer_service(
-    store: ProfileStore, *, present: Presenter = customer_json, served_by: str = NEW_CUSTOMERS
+    store: ProfileStore, *, present: Presenter = customer_json, served_by: str = NEW_CUSTOMERS,
+    publish: Publisher | None = None,
 ) -> Starlette:
-    """The new service's HTTP API over `store` (which the caller installs and disposes)."""
-    ep = _ProfileEndpoints(store, present)
+    """The new service's HTTP API over `store` (which the caller installs and disposes); `publish` is told of
+    every address change it makes (its own domain event)."""
+    ep = _ProfileEndpoints(store, present, publish)
     return Starlette(
         routes=[
             Route("/customers/{id:int}", ep.customer, methods=["GET"]),

@@ -1,10 +1,12 @@
-"""The demo's script: phases (the routing modes to set) and the requests each sends through the gateway,
-with what each exchange must show for the demo to count as a success."""
+"""The demo's moves: requests through the gateway (with what each exchange must show), flag changes through
+the admin API, and waiting for the evidence to land in the store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +17,13 @@ from strangler.demo.new_service import NEW_CUSTOMERS
 from strangler.demo.served_by import SERVED_BY
 from strangler.demo.stack import DemoStack
 from strangler.gateway.paths import normalize_path
-from strangler.routing.modes import Mode
 from strangler.routing.router import Router
+from strangler.routing.sticky import request_key
 
 # Which sample app answers for each upstream of the demo configuration.
 APP_OF_UPSTREAM = {"legacy": LEGACY, "customers": NEW_CUSTOMERS}
 EXCERPT_CHARS = 120
+CAPABILITY = "customer-profile"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +39,6 @@ class Step:
     @property
     def request_line(self) -> str:
         return f"{self.method} {self.path}"
-
-
-@dataclass(frozen=True, slots=True)
-class Phase:
-    title: str
-    summary: str
-    modes: Mapping[str, Mode]
-    steps: tuple[Step, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,54 +59,12 @@ class Exchange:
         return not self.problems
 
 
-def demo_phases() -> tuple[Phase, ...]:
-    moved = {"street": "Prinsengracht 263", "postcode": "1016 GV", "city": "Amsterdam", "country": "NL"}
-    moved_too = {"street": "Torstrasse 49", "postcode": "10119", "city": "Berlin", "country": "DE"}
-    address = ("correspondence_address",)
-    policy = ("policy_number", "customer_id", "product", "premium")
-    return (
-        Phase(
-            "Phase 1: customer-profile in mode legacy",
-            "Every request goes to the legacy monolith.",
-            {"customer-profile": Mode.LEGACY},
-            (
-                Step("GET", "/customers/1", focus=("full_name", "email")),
-                Step("PUT", "/customers/1/address", body=moved, expect={"correspondence_address": moved},
-                     focus=address),
-                Step("GET", "/customers/1", expect={"correspondence_address": moved}, focus=address),
-                Step("GET", "/policies/501", focus=policy),
-                Step("GET", "/branches"),
-            ),
-        ),
-        Phase(
-            "Phase 2: customer-profile in mode new-only",
-            "Customer reads and address changes go to the new service; policies and the rest stay on legacy.",
-            {"customer-profile": Mode.NEW_ONLY},
-            (
-                Step("GET", "/customers/2", focus=("full_name", "email")),
-                Step("PUT", "/customers/2/address", body=moved_too, expect={"correspondence_address": moved_too},
-                     focus=address),
-                Step("GET", "/customers/2", expect={"correspondence_address": moved_too}, focus=address),
-                Step("GET", "/policies/503", focus=policy),
-                Step("GET", "/customers/1", expect={"correspondence_address": {
-                    "street": "Keizersgracht 123", "postcode": "1015 CJ", "city": "Amsterdam", "country": "NL"}},
-                     focus=address,
-                     note="the new service has its own store: customer 1's phase-1 move, written to legacy, is not "
-                          "there (keeping the stores in step is the job of change data capture)"),
-            ),
-        ),
-    )
-
-
-async def run_phase(client: httpx.AsyncClient, stack: DemoStack, phase: Phase) -> list[Exchange]:
-    """Set the phase's modes on the stack's flags, then send its steps through `client` (the gateway's)."""
-    for capability, mode in phase.modes.items():
-        stack.flags.set(capability, mode)
-    return [await run_step(client, stack.proxy.router, step) for step in phase.steps]
+def _key_of(spec: str, params: Mapping[str, str]) -> str | None:
+    return request_key(spec, params, [], b"")
 
 
 async def run_step(client: httpx.AsyncClient, router: Router, step: Step) -> Exchange:
-    route = router.route(step.method, normalize_path(step.path.encode()))
+    route = router.route(step.method, normalize_path(step.path.encode()), _key_of)
     if route is None:
         raise LookupError(f"the demo configuration routes nothing for {step.request_line}")
     upstream = route.decision.primary
@@ -133,16 +86,9 @@ async def run_step(client: httpx.AsyncClient, router: Router, step: Step) -> Exc
     correlation_id = response.headers.get("x-correlation-id")
     if not correlation_id:
         problems.append("no X-Correlation-Id on the response")
-    return Exchange(
-        step=step,
-        capability=route.capability,
-        upstream=upstream,
-        served_by=served_by,
-        status=response.status_code,
-        excerpt=excerpt(body, step.focus) if body is not None else _cut(response.text),
-        correlation_id=correlation_id,
-        problems=tuple(problems),
-    )
+    return Exchange(step=step, capability=route.capability, upstream=upstream, served_by=served_by,
+                    status=response.status_code, excerpt=excerpt(body, step.focus) if body is not None else
+                    _cut(response.text), correlation_id=correlation_id, problems=tuple(problems))
 
 
 def excerpt(body: Any, focus: tuple[str, ...] = ()) -> str:
@@ -154,3 +100,61 @@ def excerpt(body: Any, focus: tuple[str, ...] = ()) -> str:
 
 def _cut(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+async def drive(client: httpx.AsyncClient, paths: Iterable[str], concurrency: int = 8) -> Counter[str]:
+    """GET every path through the gateway, a few at a time; how many each sample app answered."""
+    served: Counter[str] = Counter()
+    queue = list(paths)
+
+    async def worker() -> None:
+        while queue:
+            response = await client.get(queue.pop())
+            response.raise_for_status()
+            served[response.headers.get(SERVED_BY, "?")] += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return served
+
+
+async def change_flag(stack: DemoStack, admin: httpx.AsyncClient, body: dict[str, Any],
+                      capability: str = CAPABILITY) -> httpx.Response:
+    """`PUT /flags/{capability}`; on success, wait until the proxy routes by the new flag."""
+    response = await admin.put(f"/flags/{capability}", json=body)
+    if response.status_code == 200:
+        version = response.json()["version"]
+        flags = stack.proxy.router.flags
+        for _ in range(200):
+            if flags.flag(capability).version >= version:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise TimeoutError("the proxy did not pick the flag change up within 4 s")
+    return response
+
+
+async def report(admin: httpx.AsyncClient, capability: str = CAPABILITY, *, at_least: int = 0,
+                 timeout: float = 10.0) -> dict[str, Any]:
+    """The capability's divergence report, once at least `at_least` comparisons are stored."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await admin.get("/report", params={"capability": capability})
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()["capabilities"][0]
+        if data["comparisons"] >= at_least or loop.time() > deadline:
+            return data
+        await asyncio.sleep(0.1)
+
+
+async def journey(admin: httpx.AsyncClient, correlation_id: str, *, until: str = "reconciled",
+                  timeout: float = 10.0) -> dict[str, Any]:
+    """`GET /changes/{correlation_id}`, once the change reached `until` (or the time is up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await admin.get(f"/changes/{correlation_id}")
+        data: dict[str, Any] = response.json() if response.status_code == 200 else {}
+        if data.get("stage") in (until, "exception") or loop.time() > deadline:
+            return data
+        await asyncio.sleep(0.1)
