@@ -88,3 +88,22 @@ def test_reconcile_command_exit_codes(pg_database: PostgresDatabase, tmp_path: P
     broken = write_config(tmp_path, pg_database, "table: no_such_table")
     assert main(["reconcile", "-c", str(broken)]) == 1
     assert "no_such_table" in capsys.readouterr().err
+
+
+def test_repair_emit_writes_jsonl_events(pg_database: PostgresDatabase, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(pg_database.dsn, autocommit=True) as conn:
+        conn.execute(SETUP)
+    path = write_config(tmp_path, pg_database, "table: legacy_accounts")
+    sink = tmp_path / "repair.jsonl"
+    path.write_text(path.read_text() + f"  repair: {{kind: jsonl, path: {sink}}}\n")
+    assert main(["reconcile", "-c", str(path), "--repair", "emit", "--format", "json"]) == 5
+    assert json.loads(capsys.readouterr().out)["repaired"] == 4
+    events = [json.loads(line) for line in sink.read_text().splitlines()]
+    by_id = {e["aggregate_id"]: e for e in events}
+    assert set(by_id) == {"ä/ö/K17", "10/K2", "9/K2 ", "EU/K5"}
+    # new is authoritative: its holder stands, and where new lacks the entity the event says so
+    assert by_id["ä/ö/K17"]["payload"]["state"] == {"owner": "someone", "opened": "2020-01-18"}
+    assert by_id["10/K2"]["payload"]["absent_on"] == ["new"] and by_id["10/K2"]["payload"]["state"] == {}
+    assert {e["event_type"] for e in events} == {"AccountStateReconciled"}
+
