@@ -115,6 +115,11 @@ class FlagRefresher:
                 log.warning("flag store unreachable, keeping the last known flags: %s", exc)
             self.cache.store_up = False
             self.cache.last_error = str(exc).splitlines()[0][:300]
+        except Exception as exc:  # e.g. a mode a newer version stored: an escape would end the polling task
+            if self.cache.store_up:
+                log.exception("cannot read the stored flags, keeping the last known flags")
+            self.cache.store_up = False
+            self.cache.last_error = f"cannot read the stored flags: {exc.__class__.__name__}: {exc}"[:300]
         self._report(now)
 
     def _report(self, now: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 
 from strangler.app import utcnow
 from strangler.config import StranglerConfig
@@ -236,5 +237,31 @@ async def test_starting_without_the_store_routes_by_the_initial_modes(
         s.refresher.wake()
         await wait_for(lambda: s.cache.flag(CAP).mode is Mode.NEW, timeout=10.0)
         assert s.cache.status(time.monotonic())["flags_source"] == "store"
+    finally:
+        await s.refresher.stop()
+
+
+async def test_a_flag_row_this_version_cannot_read_keeps_the_last_flags_and_refreshing_goes_on(
+    sqlite_setup: Setup,
+) -> None:
+    """E.g. a newer gateway stored a mode this one does not know: report it, never flip, keep polling."""
+    s = sqlite_setup
+    s.refresher.interval = 0.1
+    s.flip(Mode.CANARY, 5)
+    await s.refresher.start()
+    try:
+        assert s.cache.flag(CAP) == RoutingFlag(Mode.CANARY, 5.0, 1)
+        with s.other_engine.begin() as conn:
+            conn.execute(text("UPDATE routing_flags SET mode = 'dark-launch', version = 2"))
+            conn.execute(text("UPDATE strangler_meta SET value = value + 1"))
+        await wait_for(lambda: not s.cache.store_up, timeout=2.0)
+        assert s.cache.flag(CAP) == RoutingFlag(Mode.CANARY, 5.0, 1)
+        assert "dark-launch" in (s.cache.last_error or "")
+        assert s.gauge("strangler_flag_store_up") == 0.0
+        with s.other_engine.begin() as conn:
+            conn.execute(text("UPDATE routing_flags SET mode = 'new'"))
+            conn.execute(text("UPDATE strangler_meta SET value = value + 1"))
+        await wait_for(lambda: s.cache.flag(CAP) == RoutingFlag(Mode.NEW, 5.0, 2), timeout=2.0)
+        assert s.cache.store_up and s.gauge("strangler_flag_store_up") == 1.0
     finally:
         await s.refresher.stop()
