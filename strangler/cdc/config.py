@@ -73,8 +73,8 @@ class SourceConfig(Model):
 
     @model_validator(mode="after")
     def _kind_keys(self) -> SourceConfig:
-        _only(self, "postgres", _POSTGRES_ONLY)
-        _only(self, "sqlite", _SQLITE_ONLY)
+        _only(self.kind, self.model_fields_set, "postgres", _POSTGRES_ONLY)
+        _only(self.kind, self.model_fields_set, "sqlite", _SQLITE_ONLY)
         if self.kind == "postgres" and not self.dsn:
             raise ValueError("a postgres source needs 'dsn'")
         if self.kind == "sqlite":
@@ -118,9 +118,10 @@ class SinkConfig(Model):
 
     @model_validator(mode="after")
     def _kind_keys(self) -> SinkConfig:
-        _only(self, "kafka", {"bootstrap_servers", "producer", "create_topics", "topic_partitions",
-                              "topic_replication_factor", "heartbeat_topic_prefix"})
-        _only(self, "jsonl", {"path", "fsync"})
+        _only(self.kind, self.model_fields_set, "kafka", {"bootstrap_servers", "producer", "create_topics",
+                                                          "topic_partitions", "topic_replication_factor",
+                                                          "heartbeat_topic_prefix"})
+        _only(self.kind, self.model_fields_set, "jsonl", {"path", "fsync"})
         if self.kind == "kafka":
             if not self.bootstrap_servers:
                 raise ValueError("a kafka sink needs 'bootstrap_servers'")
@@ -177,9 +178,8 @@ class CdcConfig(Model):
         return value
 
 
-def _only(model: Model, kind: str, keys: set[str]) -> None:
-    if model.kind == kind:
-        return
-    stray = sorted(keys & model.model_fields_set)
+def _only(actual: str, given: set[str], kind: str, keys: set[str]) -> None:
+    """A key of another kind than the model's is an error, like an unknown key."""
+    stray = sorted(keys & given) if actual != kind else []
     if stray:
-        raise ValueError(f"{', '.join(stray)}: only for kind {kind!r} (this one is {model.kind!r})")
+        raise ValueError(f"{', '.join(stray)}: only for kind {kind!r} (this one is {actual!r})")

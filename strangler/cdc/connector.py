@@ -80,7 +80,7 @@ class Connector:
             retry=retry_if_exception(_retryable),
             wait=self._backoff,
             stop=stop_when_event_set(stop),
-            sleep=stop.wait,
+            sleep=lambda seconds: None if stop.wait(seconds) else None,
             before_sleep=self._before_retry,
         )
         try:
@@ -95,7 +95,7 @@ class Connector:
         if self._progressed:  # the last session delivered something: start the back-off afresh
             self._failures, self._progressed = 0, False
         self._failures += 1
-        return min(self.config.retry_max_wait, 0.5 * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2)
+        return float(min(self.config.retry_max_wait, 0.5 * 2 ** (self._failures - 1)) * random.uniform(0.8, 1.2))
 
     def _before_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

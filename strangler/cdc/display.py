@@ -61,12 +61,12 @@ class StatusDisplay:
         health = Text("ok", style="green") if c.healthy else Text(f"unhealthy: {c.reason}", style="red")
         if c.phase in ("done", "stopped"):
             health = Text(c.phase, style="cyan")
-        line = Text.assemble(
-            (f"{c.name} ", "bold"), f"{c.phase:<9} ", f"{c.acknowledged:>10,} events ",
-            f"{self._rates.get(c.name, 0.0):>9,.0f}/s  lag {c.lag_seconds:5.1f} s {_size(c.lag_bytes):>9}  ",
-            f"in flight {c.in_flight:>6}  duplicates {c.duplicates}  ", health,
+        lag = f"lag {c.lag_seconds:.1f} s" + (f" {_size(c.lag_bytes)}" if c.lag_bytes is not None else "")
+        return Text.assemble(
+            (f"{c.name} ", "bold"), f"{c.phase} ", f"{c.acknowledged:,} events ",
+            f"{self._rates.get(c.name, 0.0):,.0f}/s ", f"{lag} ", f"in flight {c.in_flight} ",
+            f"dup {c.duplicates} ", health,
         )
-        return line
 
     def _render(self, connectors: list[Connector]) -> Any:
         rows: list[Any] = []

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from strangler.cdc.config import SinkConfig, unsafe_producer_settings
 from strangler.cdc.envelope import Record
@@ -44,7 +44,8 @@ class KafkaSink:
         self._fatal: str | None = None
 
     def open(self) -> None:
-        self._producer = Producer({**self.settings, "error_cb": self._on_error})
+        settings: dict[str, Any] = {**self.settings, "error_cb": self._on_error}
+        self._producer = Producer(settings)
         try:
             self._producer.list_topics(timeout=10)
         except KafkaException as exc:
@@ -63,7 +64,7 @@ class KafkaSink:
             self._ensure_topic(topic)
         while True:
             try:
-                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)  # type: ignore[arg-type]
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: serve deliveries until it drains
@@ -90,7 +91,7 @@ class KafkaSink:
 
     def _ensure_topic(self, topic: str) -> None:
         if self.config.create_topics:
-            admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
+            admin = AdminClient({"bootstrap.servers": str(self.config.bootstrap_servers)})
             new = NewTopic(topic, num_partitions=self.config.topic_partitions,
                            replication_factor=self.config.topic_replication_factor)
             try:

@@ -207,7 +207,7 @@ class PostgresSource:
         mark = self._state.get("acked_mark")
         self._translator = ChangeTranslator(
             self.envelope, self._describe, skipped_operations=frozenset(cfg.skipped_operations),
-            acked_mark=tuple(mark) if mark else None, coverage=coverage,  # type: ignore[arg-type]
+            acked_mark=(int(mark[0]), int(mark[1])) if mark else None, coverage=coverage,
         )
         self._replication = self._replication_connection()
         self._cursor = self._replication.cursor()
@@ -344,7 +344,7 @@ class PostgresSource:
         conn = self._catalog_conn()
         try:
             if self.config.heartbeat_action_query:
-                conn.execute(self.config.heartbeat_action_query)  # type: ignore[arg-type]
+                conn.execute(self.config.heartbeat_action_query.encode())
             self._status.lag_bytes = server_lag_bytes(conn, self.config.slot)
         except psycopg.Error as exc:
             raise SourceError(f"heartbeat failed: {exc}".strip()) from exc

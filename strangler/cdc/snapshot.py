@@ -202,7 +202,7 @@ class SnapshotReader:
                 cursor.itersize = self.fetch_size
                 cursor.execute(query, params or None)
                 while batch := cursor.fetchmany(self.fetch_size):
-                    yield from batch  # type: ignore[misc]
+                    yield from batch
         except psycopg.Error as exc:
             raise SourceError(f"snapshot of {info.full_name} failed: {exc}".strip()) from exc
 

@@ -60,7 +60,7 @@ class MemoryState:
         self.saves = 0
 
     def load(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.data))
+        return dict(json.loads(json.dumps(self.data)))
 
     def save(self, data: dict[str, Any], durable: bool = True) -> None:
         self.data = json.loads(json.dumps(data))

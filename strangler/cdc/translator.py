@@ -42,8 +42,8 @@ class SnapshotCoverage:
 
     def read_after(self, table_id: int, commit_lsn: int) -> bool:
         """Whether every part of the table was read after `commit_lsn`."""
-        spans = self.ranges.get(table_id)
-        return bool(spans) and all(commit_lsn < lsn for _, lsn in spans)  # type: ignore[arg-type]
+        spans = self.ranges.get(table_id) or []
+        return bool(spans) and all(commit_lsn < lsn for _, lsn in spans)
 
     def covers(self, table_id: int, key: tuple[Any, ...], commit_lsn: int) -> bool:
         for upper, lsn in self.ranges.get(table_id, ()):

@@ -4,6 +4,7 @@ itself unhealthy, and it completes once the broker is back."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -39,10 +40,12 @@ def healthz(process: CdcProcess) -> int | None:
 def test_broker_outage(pg_database: PostgresDatabase, kafka_broker: TansuBroker, tmp_path: Path) -> None:
     kafka_broker.start()
     dsn = pg_database.dsn
+    prefix = f"outage-{uuid.uuid4().hex[:8]}"  # the broker is shared by the session's tests
     execute(dsn, "CREATE TABLE t (id int PRIMARY KEY, note text)")
     config = connector_config(
         {"kind": "postgres", "dsn": dsn, "snapshot": "never", "heartbeat_interval": 1},
-        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers}, tmp_path, confirm_interval=0.5,
+        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": prefix}, tmp_path,
+        confirm_interval=0.5,
     )
     process = CdcProcess(config, tmp_path).start()
     try:
@@ -68,7 +71,7 @@ def test_broker_outage(pg_database: PostgresDatabase, kafka_broker: TansuBroker,
         eventually(lambda: (confirmed_lsn(dsn) or 0) >= written, 120, "the slot to pass the outage writes",
                    process)
         eventually(lambda: healthz(process) == 200, 30, "the connector to be healthy again", process)
-        events = consume_events(kafka_broker.bootstrap_servers, "legacy.public.t", expected=300)
+        events = consume_events(kafka_broker.bootstrap_servers, f"{prefix}.public.t", expected=300)
         assert process.terminate() == 0
     finally:
         process.stop()

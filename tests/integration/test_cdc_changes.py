@@ -4,6 +4,7 @@ idle slot that keeps moving; and the whole connector to a real Kafka-protocol br
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -150,11 +151,13 @@ def test_an_idle_slot_advances_while_other_tables_change(customers: str, tmp_pat
 
 
 def test_the_connector_to_kafka(pg_database: PostgresDatabase, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+    kafka_broker.start()
     dsn = pg_database.dsn
+    prefix = f"legacy.crm-{uuid.uuid4().hex[:8]}"  # the broker is shared by the session's tests
     execute(dsn, "CREATE TABLE customers (id int PRIMARY KEY, name text)", "INSERT INTO customers VALUES (1, 'ann')")
     config = connector_config(
         {"kind": "postgres", "dsn": dsn, "heartbeat_interval": 0.5},
-        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": "legacy.crm"},
+        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": prefix},
         tmp_path,
     )
     process = CdcProcess(config, tmp_path).start()
@@ -162,12 +165,12 @@ def test_the_connector_to_kafka(pg_database: PostgresDatabase, kafka_broker: Tan
         eventually(lambda: (process.metric("strangler_cdc_acknowledged_total") or 0) >= 1, 60, "the snapshot",
                    process)
         execute(dsn, "UPDATE customers SET name = 'anne' WHERE id = 1", "DELETE FROM customers WHERE id = 1")
-        events = consume_events(kafka_broker.bootstrap_servers, "legacy.crm.public.customers", expected=4)
-        heartbeats = consume_events(kafka_broker.bootstrap_servers, "__debezium-heartbeat.legacy.crm", expected=1)
+        events = consume_events(kafka_broker.bootstrap_servers, f"{prefix}.public.customers", expected=4)
+        heartbeats = consume_events(kafka_broker.bootstrap_servers, f"__debezium-heartbeat.{prefix}", expected=1)
         assert process.terminate() == 0
     finally:
         process.stop()
     assert [(k, v["op"] if v else None) for k, v in events] == [({"id": 1}, "r"), ({"id": 1}, "u"),
                                                                  ({"id": 1}, "d"), ({"id": 1}, None)]
     assert events[1][1]["after"] == {"id": 1, "name": "anne"}
-    assert heartbeats[0][0] == {"serverName": "legacy.crm"} and heartbeats[0][1]["ts_ms"] > 0
+    assert heartbeats[0][0] == {"serverName": prefix} and heartbeats[0][1]["ts_ms"] > 0

@@ -116,10 +116,11 @@ def test_sigkill_at_random_points_loses_nothing(pg_database: PostgresDatabase, k
     kafka_broker.start()
     dsn = pg_database.dsn
     execute(dsn, "CREATE TABLE t (id bigint PRIMARY KEY, v int NOT NULL)")
-    topic = kafka_broker.create_topic("legacy.public.t")
+    prefix = f"crash-{uuid.uuid4().hex[:8]}"  # the broker is shared by the session's tests
+    topic = kafka_broker.create_topic(f"{prefix}.public.t")
     config = connector_config(
         {"kind": "postgres", "dsn": dsn, "snapshot": "never", "heartbeat_interval": 0},
-        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers}, tmp_path,
+        {"kind": "kafka", "bootstrap_servers": kafka_broker.bootstrap_servers, "topic_prefix": prefix}, tmp_path,
         confirm_interval=0.5, max_in_flight=MAX_IN_FLIGHT,
     )
     process = CdcProcess(config, tmp_path).start()
