@@ -123,13 +123,17 @@ class RouteMatch:
     params: dict[str, str]
 
 
+# (capability, template, names of its parameters in path order): the names are found once, not per request
+_Target = tuple[str, RouteTemplate, tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
     param: _Node | None = None
-    # method -> (capability, template) of the templates ending here / ending here in a {rest:path} tail
-    ends: dict[str, tuple[str, RouteTemplate]] = field(default_factory=dict)
-    rest: dict[str, tuple[str, RouteTemplate]] = field(default_factory=dict)
+    # method -> the template ending here / ending here in a {rest:path} tail
+    ends: dict[str, _Target] = field(default_factory=dict)
+    rest: dict[str, _Target] = field(default_factory=dict)
 
 
 class RouteTable:
@@ -141,11 +145,13 @@ class RouteTable:
             self._add(capability, template)
 
     def _add(self, capability: str, template: RouteTemplate) -> None:
+        names = tuple(seg[1:].split(":", 1)[0].rstrip("}") for seg in template.segments if _kind(seg) != "literal")
+        target = (capability, template, names)
         node = self._root
         for seg in template.segments:
             kind = _kind(seg)
             if kind == "rest":
-                node.rest.setdefault(template.method, (capability, template))  # the first template wins
+                node.rest.setdefault(template.method, target)  # the first template wins
                 return
             if kind == "param":
                 if node.param is None:
@@ -153,33 +159,24 @@ class RouteTable:
                 node = node.param
             else:
                 node = node.literals.setdefault(seg, _Node())
-        node.ends.setdefault(template.method, (capability, template))
+        node.ends.setdefault(template.method, target)
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         segs = path[1:].split("/")
         found = self._walk(self._root, segs, 0, method, [])
         if found is None:
             return None
-        capability, template, values = found
-        params: dict[str, str] = {}
-        vi = 0
-        for seg in template.segments:
-            kind = _kind(seg)
-            if kind == "param":
-                params[seg[1:-1]] = values[vi]
-                vi += 1
-            elif kind == "rest":
-                params[seg[1:-len(":path}")]] = values[vi]
-        return RouteMatch(capability, template, params)
+        (capability, template, names), values = found
+        return RouteMatch(capability, template, dict(zip(names, values, strict=True)))
 
     def _walk(
         self, node: _Node, segs: list[str], i: int, method: str, values: list[str]
-    ) -> tuple[str, RouteTemplate, list[str]] | None:
+    ) -> tuple[_Target, list[str]] | None:
         if i == len(segs):
             hit = node.ends.get(method) or node.ends.get("*")
             if hit is None and method == "HEAD":
                 hit = node.ends.get("GET")
-            return (hit[0], hit[1], values) if hit else None
+            return (hit, values) if hit else None
         seg = segs[i]
         child = node.literals.get(seg)
         if child is not None:
@@ -195,5 +192,5 @@ class RouteTable:
             if hit is None and method == "HEAD":
                 hit = node.rest.get("GET")
             if hit is not None:
-                return hit[0], hit[1], [*values, "/".join(segs[i:])]
+                return hit, [*values, "/".join(segs[i:])]
         return None

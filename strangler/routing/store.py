@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -289,13 +289,13 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _flag(row: Mapping[str, object]) -> StoredFlag:
+def _flag(row: Mapping[Any, Any]) -> StoredFlag:
     updated_at = row["updated_at"]
     return StoredFlag(
         capability=str(row["capability"]),
         mode=Mode(str(row["mode"])),
-        percent=float(row["percent"]),  # type: ignore[arg-type]
-        version=int(row["version"]),  # type: ignore[call-overload]
+        percent=float(row["percent"]),
+        version=int(row["version"]),
         updated_at=_aware(updated_at) if isinstance(updated_at, dt.datetime) else None,
         updated_by=str(row["updated_by"]) if row["updated_by"] is not None else None,
         reason=str(row["reason"]) if row["reason"] is not None else None,
