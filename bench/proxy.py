@@ -365,7 +365,12 @@ def serve_forked(config_path: str, app_kind: str, client: str) -> int:
     from strangler.gateway.server import bind_socket
 
     config = load_config(config_path)
-    metrics_dir = tempfile.mkdtemp(prefix="strangler-bench-metrics-")
+    if app_kind == "strangler":
+        from strangler.store import upgrade_schema
+
+        upgrade_schema(config.store)  # as the `strangler serve` supervisor does before its workers read flags
+    # In the working directory (the benchmark's temporary one), so that it goes even if this process is killed.
+    metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=os.getcwd())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # as `strangler serve` does: the same metrics cost
     values.ValueClass = values.get_value_class()
     sock = bind_socket(config.listen)
