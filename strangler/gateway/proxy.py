@@ -118,14 +118,16 @@ async def _while_client_listens(
     once the request body is read, a task waits for the client's `http.disconnect`.
     """
     watcher: asyncio.Task[None] | None = None
+    seen = 0
     try:
         async for chunk in chunks:
+            if watcher is not None:
+                if watcher.done():
+                    raise ClientDisconnected()
+            elif seen and (body is None or body.complete):  # a second chunk: the response may go on
+                watcher = asyncio.create_task(_disconnect(receive))
+            seen += 1
             yield chunk
-            if watcher is None:
-                if body is None or body.complete:
-                    watcher = asyncio.create_task(_disconnect(receive))
-            elif watcher.done():
-                raise ClientDisconnected()
     finally:
         if watcher is not None:
             watcher.cancel()
