@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from strangler.config import StranglerConfig
 from strangler.dashboard import CdcStatusSource, DashboardSources, cdc_status_for, dashboard_routes
 from strangler.gateway.admin import build_admin_app
+from strangler.gateway.breaker import CircuitBreaker
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
 from strangler.maturity.admin_api import maturity_routes
@@ -84,7 +85,10 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     expected = {name: PointerSet(cap.compare.expected) for name, cap in config.capabilities.items()}
     classify = response_classifier(expected, PrecedenceRules(config.precedence))
     mirror_clients = MirrorClients(config.upstreams)  # a lean client: mirrors are read whole, never streamed
-    shadow = Shadow(config.capabilities, mirror_clients, writer.submit, shadow_metrics, classify=classify)
+    breakers = {name: CircuitBreaker(up.circuit_breaker.failures, up.circuit_breaker.interval)
+                for name, up in config.upstreams.items() if up.circuit_breaker.failures > 0}
+    shadow = Shadow(config.capabilities, mirror_clients, writer.submit, shadow_metrics, classify=classify,
+                    breakers=breakers)
     return ProxyApp(config, flags=cache, registry=registry, clients=clients,
                     lifecycle=[refresher, writer, ledger, mirror_clients], shadow=shadow, ledger=ledger.submit)
 

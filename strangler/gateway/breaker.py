@@ -44,6 +44,10 @@ class CircuitBreaker:
         self._probing = True
         return True
 
+    def is_open(self) -> bool:
+        """Open and within its interval: calls are refused. Unlike `allow`, never starts a probe."""
+        return self.state is BreakerState.OPEN and self._clock() - self._opened_at < self.interval
+
     def succeeded(self) -> None:
         self._consecutive = 0
         self._probing = False

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from strangler.gateway.breaker import CircuitBreaker
 from strangler.gateway.errors import UpstreamError, UpstreamTimeout
 from strangler.gateway.upstream import UpstreamClient, UpstreamRequest
 from strangler.routing.config import CapabilityConfig
@@ -125,9 +126,12 @@ class Shadow:
         classify: Classifier | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        breakers: Mapping[str, CircuitBreaker] | None = None,
     ) -> None:
         self.capabilities = dict(capabilities)
         self.clients = clients
+        # per mirror upstream: a mirror that keeps failing is not called (nor a job made) while open
+        self.breakers = dict(breakers or {})
         self.sink = sink
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -160,6 +164,11 @@ class Shadow:
         if self._in_flight[capability] >= cap.shadow.max_in_flight:
             self.metrics.dropped(capability)
             self.record_failure(route, method, correlation_id, "dropped")
+            return None
+        breaker = self.breakers.get(route.decision.mirror)
+        if breaker is not None and breaker.is_open():
+            self.metrics.skipped(capability, "circuit_open")
+            self.record_failure(route, method, correlation_id, "circuit_open")
             return None
         self._in_flight[capability] += 1
         return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
@@ -209,10 +218,16 @@ class Shadow:
         headers.append((SHADOW_HEADER, "1" if marker == "noise" else marker))
         body = bytes(job.request_body) if job.request_body is not None else None
         request = UpstreamRequest(job.method, job.request.target, headers, body or None, chunked=False)
+        breaker = self.breakers.get(upstream) if marker != "noise" else None
+        if breaker is not None and not breaker.allow():  # half-open, and another mirror is the probe
+            self.metrics.failed(job.capability, "circuit_open")
+            return _Side(None, None, "circuit_open")
         started = time.perf_counter()
         try:
             async with asyncio.timeout(job.cap.shadow.timeout):
                 response = await client.send(request)
+                if breaker is not None:
+                    breaker.succeeded()
                 latency = (time.perf_counter() - started) * 1000
                 try:
                     captured = bytearray()
@@ -225,11 +240,19 @@ class Shadow:
                 finally:
                     await response.close()
         except (TimeoutError, UpstreamTimeout):
+            if breaker is not None:
+                breaker.failed()
             self.metrics.failed(job.capability, "timeout")
             return _Side(None, None, "timeout")
         except UpstreamError:
+            if breaker is not None:
+                breaker.failed()
             self.metrics.failed(job.capability, "error")
             return _Side(None, None, "error")
+        except BaseException:
+            if breaker is not None:
+                breaker.abandoned()
+            raise
         if too_large:
             self.metrics.skipped(job.capability, "too_large")
             return _Side(None, latency, "too_large")
