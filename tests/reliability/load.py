@@ -17,22 +17,26 @@ class Outcome:
     elapsed: float  # seconds to the complete response, or to the error
     status: int | None  # None: no response (the error says why)
     error: str | None = None
+    index: int = -1  # the request's number
 
 
 async def steady_load(url_of: Callable[[int], str], rate: float, duration: float, timeout: float,
-                      stop: asyncio.Event | None = None) -> list[Outcome]:
+                      stop: asyncio.Event | None = None, headers_of: Callable[[int], dict[str, str]] | None = None,
+                      new_connections: bool = False) -> list[Outcome]:
+    """`new_connections`: one connection per request (no keep-alive), so that each error belongs to one request."""
     outcomes: list[Outcome] = []
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=0, force_close=new_connections)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
 
         async def one(i: int) -> None:
             sent = time.monotonic()
+            headers = headers_of(i) if headers_of is not None else None
             try:
-                async with session.get(url_of(i)) as response:
+                async with session.get(url_of(i), headers=headers) as response:
                     await response.read()
-                    outcomes.append(Outcome(sent, time.monotonic() - sent, response.status))
+                    outcomes.append(Outcome(sent, time.monotonic() - sent, response.status, index=i))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                outcomes.append(Outcome(sent, time.monotonic() - sent, None, repr(exc)))
+                outcomes.append(Outcome(sent, time.monotonic() - sent, None, repr(exc), index=i))
 
         tasks = []
         start = time.monotonic()
