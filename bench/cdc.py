@@ -134,7 +134,7 @@ def run_strangler(dsn: str, slot: str, sink: dict[str, Any], changes: int, workd
             peak = max(peak, _rss_peak(process.pid))
             now = time.monotonic()
             if first is None and acknowledged > 0:
-                first = (now, acknowledged)
+                first = (now, acknowledged, _cpu_seconds(process.pid))
             if acknowledged >= changes:
                 break
             if process.poll() is not None or now > deadline:
@@ -146,7 +146,9 @@ def run_strangler(dsn: str, slot: str, sink: dict[str, Any], changes: int, workd
         process.wait(60)
     assert first is not None
     streaming = (changes - first[1]) / max(finished - first[0], 1e-9)
-    return {"seconds": finished - started, "streaming": streaming, "rss_mb": peak, "cpu_us": cpu / changes * 1e6}
+    streaming_cpu = (cpu - first[2]) / max(changes - first[1], 1) * 1e6
+    return {"seconds": finished - started, "streaming": streaming, "rss_mb": peak, "cpu_us": cpu / changes * 1e6,
+            "streaming_cpu_us": streaming_cpu, "startup": first[0] - started}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_ + 1}: pg_recvlogical {args.changes / recv['seconds']:,.0f}/s, "
                   f"kafka {args.changes / kafka['seconds']:,.0f}/s (streaming {kafka['streaming']:,.0f}/s), "
                   f"jsonl {args.changes / jsonl['seconds']:,.0f}/s (streaming {jsonl['streaming']:,.0f}/s), "
-                  f"CPU µs/change kafka {kafka['cpu_us']:.1f} jsonl {jsonl['cpu_us']:.1f}",
+                  f"CPU µs/change while streaming: kafka {kafka['streaming_cpu_us']:.1f}, "
+                  f"jsonl {jsonl['streaming_cpu_us']:.1f}",
                   flush=True)
         if args.profile:
             profile = profile_kafka(dsn, f"kafka_{args.rounds}", broker.bootstrap_servers, args.changes, workdir)
@@ -277,17 +280,26 @@ def render(changes: int, rounds: list[dict[str, Any]], load_start: tuple[float, 
         lines.append(f"| share of pg_recvlogical, {label} | streaming | {listed} | "
                      f"**{statistics.median(streaming_shares[sink]):.0f}%** |")
     for sink, label in (("kafka", "strangler to Kafka"), ("jsonl", "strangler to JSONL")):
-        cpu = [r[sink]["cpu_us"] for r in rounds]
-        lines.append(f"| {label} | CPU µs per change (the process, start-up included) | "
-                     f"{', '.join(f'{c:.1f}' for c in cpu)} | **{statistics.median(cpu):.1f}** |")
+        startup = [r[sink]["startup"] for r in rounds]
+        lines.append(f"| {label} | seconds from process start to the first acknowledgement | "
+                     f"{', '.join(f'{t:.1f}' for t in startup)} | **{statistics.median(startup):.1f}** |")
+        for field, figure in (("cpu_us", "CPU µs per change, the process, start-up included"),
+                              ("streaming_cpu_us", "CPU µs per change while streaming")):
+            cpu = [r[sink][field] for r in rounds]
+            lines.append(f"| {label} | {figure} | {', '.join(f'{c:.1f}' for c in cpu)} | "
+                         f"**{statistics.median(cpu):.1f}** |")
     for sink, label in (("recv", "pg_recvlogical"), ("kafka", "strangler to Kafka"), ("jsonl", "strangler to JSONL")):
         peaks = [r[sink]["rss_mb"] for r in rounds]
         lines.append(f"| {label} | peak RSS, MB | {', '.join(f'{p:.0f}' for p in peaks)} | "
                      f"**{statistics.median(peaks):.0f}** |")
-    kafka_share = statistics.median(shares["kafka"]) / 100
-    verdict = "met" if kafka_share >= TARGET else "not met"
-    lines += ["", f"Target: end to end to Kafka >= {TARGET:.0%} of pg_recvlogical (stretch {STRETCH:.0%}): "
-              f"**{verdict}** ({kafka_share:.0%}).", SECTION_END]
+    def verdict(share: float) -> str:
+        return "stretch met" if share >= STRETCH else "met" if share >= TARGET else "not met"
+
+    whole = statistics.median(shares["kafka"]) / 100
+    streaming = statistics.median(streaming_shares["kafka"]) / 100
+    lines += ["", f"Target: to Kafka >= {TARGET:.0%} of pg_recvlogical's rate (stretch {STRETCH:.0%}). Counted from "
+              f"the process start: **{verdict(whole)}** ({whole:.0%}); while streaming (first to last "
+              f"acknowledgement, without the start-up): **{verdict(streaming)}** ({streaming:.0%}).", SECTION_END]
     return "\n".join(lines)
 
 

@@ -97,6 +97,7 @@ class PostgresSource:
         self._confirmable = 0
         self._confirmed = 0
         self._last_save = 0.0
+        self._last_feedback = time.monotonic()
         self._finished = False
         self._stream_after_snapshot = True
 
@@ -326,7 +327,10 @@ class PostgresSource:
                 self._status.phase = "done"
 
     def confirm(self) -> None:
-        if self._cursor is None or self._confirmable <= self._confirmed:
+        if self._cursor is None:
+            return
+        if self._confirmable <= self._confirmed:
+            self._keep_alive()
             return
         self._save()  # the state (what the sink has) always runs ahead of the slot
         try:
@@ -334,7 +338,19 @@ class PostgresSource:
         except psycopg2.Error as exc:
             raise SourceError(f"cannot confirm to the slot: {exc}".strip()) from exc
         self._confirmed = self._confirmable
+        self._last_feedback = time.monotonic()
         self._status.confirmed = format_lsn(self._confirmed)
+
+    def _keep_alive(self) -> None:
+        """Feedback now and then even when the sink holds everything back, or the server would end the
+        replication connection after wal_sender_timeout: the read loop (which sends it) may not be running."""
+        now = time.monotonic()
+        if now - self._last_feedback >= self.config.status_interval:
+            try:
+                self._cursor.send_feedback(force=True)
+            except psycopg2.Error as exc:
+                raise SourceError(f"cannot send feedback to the slot: {exc}".strip()) from exc
+            self._last_feedback = now
 
     def _save(self, durable: bool = True) -> None:
         self.state_store.save(self._state, durable)
@@ -357,9 +373,11 @@ class PostgresSource:
     @property
     def status(self) -> SourceStatus:
         translator = self._translator
+        counts = dict(self._reader.counts) if self._reader is not None else {}
         if translator is not None:
             self._status.duplicates = translator.duplicates
-            self._status.counts = translator.counts
+            counts.update(translator.counts)
+        self._status.counts = counts
         return self._status
 
     def close(self) -> None:

@@ -126,6 +126,7 @@ class SnapshotReader:
         self.fetch_size = fetch_size
         self.now_us = now_us
         self.rows_read = 0
+        self.counts: dict[tuple[str, str], int] = {}  # (table, "r") -> rows emitted
         self.current_table: str | None = None
         self.sent: dict[str, list[Any]] = {}  # table -> the last key yielded
         conn.autocommit = False
@@ -154,6 +155,7 @@ class SnapshotReader:
                 first = False
                 rows += 1
                 self.rows_read += 1
+                self.counts[(info.full_name, "r")] = self.counts.get((info.full_name, "r"), 0) + 1
                 if table.key:
                     last_key = [row[k] for k in table.key]
                     last_text = [values[i].decode() for i in positions]

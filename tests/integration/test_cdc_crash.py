@@ -166,6 +166,9 @@ def test_sigkill_at_random_points_loses_nothing(pg_database: PostgresDatabase, k
         reported += int(process.metric("strangler_cdc_duplicates_total") or 0)
         assert process.terminate() == 0  # SIGTERM flushes and confirms
         assert (confirmed_lsn(dsn) or 0) >= writer.transactions[-1][1] - 1024 * 1024
+    except BaseException:
+        print(f"connector log:\n{process.log()}")  # the reason, when a kill or a restart went wrong
+        raise
     finally:
         process.stop()
         tail.consumer.close()
