@@ -271,8 +271,8 @@ class Shadow:
             redactor = self.redactors[job.capability]
             differences = tuple(redactor.difference(d) for d in found)
             classifications = tuple(self.classify(job.capability, d.path, serving) for d in found)
-            if kind == "candidate":
-                self.metrics.compared(job.capability, [d.path for d in found])
+            if kind == "candidate":  # redacted paths: a metric label must not carry a masked key either
+                self.metrics.compared(job.capability, [d.path for d in differences])
                 if found and job.cap.shadow.store_bodies:
                     bodies = (redactor.body(primary.response.body, primary.response.content_type),
                               redactor.body(other.response.body, other.response.content_type))

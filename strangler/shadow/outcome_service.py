@@ -59,7 +59,7 @@ class OutcomeStore:
             capability = self._capability_of(r.aggregate_type)
             serving = self._serving_of(r.aggregate_type)
             cid = (r.correlation_id or "")[:128]
-            paths = [f.path for f in r.fields] if r.kind == "divergence" else (
+            paths = [self._redactor.path(f.path) for f in r.fields] if r.kind == "divergence" else (
                 [f"<missing:{r.missing_side}>"] if r.kind == "missing" else [])
             lag = _lag_ms(r)
             comparisons.append(dict(at=at, capability=capability, route=r.family[:500], method="EVENT",
@@ -72,7 +72,7 @@ class OutcomeStore:
             for f in r.fields:
                 legacy, new = self._redactor.value(f.path, f.legacy), self._redactor.value(f.path, f.new)
                 primary, other = (new, legacy) if serving == "new" else (legacy, new)
-                divergences.append(dict(base, field=f.path[:500], primary_value=_json(primary),
+                divergences.append(dict(base, field=self._redactor.path(f.path)[:500], primary_value=_json(primary),
                                         other_value=_json(other), classification=f.resolution.classification))
             if r.kind == "missing":
                 seen = r.legacy or r.new

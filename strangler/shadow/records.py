@@ -49,6 +49,7 @@ class Redactor:
 
     def __init__(self, patterns: list[str]) -> None:
         self._set = PointerSet(patterns)
+        self._patterns = list(zip(patterns, self._set.patterns, strict=True))
 
     def covers(self, path: str) -> bool:
         if path.startswith("header:"):
@@ -72,8 +73,19 @@ class Redactor:
                     for i, v in enumerate(value)]
         return value
 
+    def path(self, path: str) -> str:
+        """`path` as it may be stored: beneath a redacted pattern, the pattern itself. The keys below it (an
+        e-mail address as an object key) or matched by its `*` can be the very values that are masked."""
+        if not path.startswith("/") or not self._set.covers(path):
+            return path
+        parts = split_pointer(path)
+        covering = [(len(p), text) for text, p in self._patterns
+                    if len(p) <= len(parts) and all(a == "*" or a == b for a, b in zip(p, parts, strict=False))]
+        return min(covering)[1]
+
     def difference(self, diff: FieldDifference) -> FieldDifference:
-        return FieldDifference(diff.path, self.value(diff.path, diff.primary), self.value(diff.path, diff.other))
+        return FieldDifference(self.path(diff.path), self.value(diff.path, diff.primary),
+                               self.value(diff.path, diff.other))
 
     def body(self, body: bytes | None, content_type: str) -> Any:
         """A whole body as stored with `store_bodies`: JSON parsed and masked, other text as it is (truncated)."""
