@@ -182,6 +182,8 @@ class DeadLetterConfig(ConfigModel):
 
     topic: str | None = None
     path: str | None = None
+    unmapped_tables: bool = Field(False, description="also a change of a table that no rule or outbox names "
+                                                     "(by default such a change produces nothing)")
 
     @model_validator(mode="after")
     def _one(self) -> DeadLetterConfig:

@@ -89,6 +89,7 @@ class DomainEventMapper:
                 tuple((name, column, times.get(name)) for name, column in rule.payload.items()),
                 model, declared.name or rule.event, declared.version))
         self._outbox = {route.table: OutboxRouter(route, config, self.models) for route in config.outbox}
+        self._unmapped_is_dead = config.dead_letter.unmapped_tables
 
     def map(self, key: Any, value: Any, position: str, now: dt.datetime) -> MappingResult:
         """Map one change event (Debezium key and value, decoded JSON) read at `position`."""
@@ -102,6 +103,10 @@ class DomainEventMapper:
             return result
         key = unwrap_key(key)
         router = self._outbox.get(envelope.table)
+        if self._unmapped_is_dead and router is None and envelope.table not in self._plans:
+            result.dead.append(DeadLetter(f"no rule or outbox maps the table {envelope.table!r}", position, key,
+                                          value, now))
+            return result
         if router is not None:
             try:
                 routed = router.route(envelope, position, now)
