@@ -202,7 +202,7 @@ class PostgresSource:
         cfg = self.config
         progress = self._state.get("snapshot")
         coverage = None
-        if progress is not None and self._state.get("coverage", True):
+        if progress is not None:
             tables = {f"{t.schema}.{t.name}": t.oid for t in captured_tables(self._catalog_conn(), self.rules)}
             coverage = coverage_of(progress, tables)
         mark = self._state.get("acked_mark")

@@ -179,6 +179,9 @@ class ChangeTranslator:
             self._xid = message.xid
             self._index = self._since_checkpoint = 0
             self._templates = {}
+            if self.coverage is not None and self._final_lsn >= self.coverage.until:
+                self.coverage = None  # past every resumed snapshot: nothing more to drop
+                self._plain_inserts = not ({"c", "u"} & self.skipped)
             counting = self.acked_mark is not None and self._final_lsn <= self.acked_mark[0]
             self._fast = self._plain_inserts and not counting
         elif type(message) is Commit:

@@ -170,6 +170,7 @@ def test_coverage_drops_changes_a_resumed_snapshot_already_read() -> None:
     assert [k for _, k, _, _ in records(before)] == [{"id": 5}]  # 50 was read at 8000, after this commit
     assert [k for _, k, _, _ in records(after)] == [{"id": 51}]
     assert stream.translator.suppressed == 1
+    assert stream.translator.coverage is None  # past the newest snapshot: the fast path again
 
 
 def test_json_with_schema_wraps_key_and_value() -> None:
