@@ -63,6 +63,8 @@ class CdcProcess:
             return None
         values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith(name) and not line.startswith("#") and line[len(name)] in "{ "]
+        if "{" in name:  # an exact series, labels as Prometheus prints them (sorted)
+            values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
         return sum(values) if values else 0.0
 
     def kill(self) -> None:

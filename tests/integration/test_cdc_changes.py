@@ -167,6 +167,10 @@ def test_the_connector_to_kafka(pg_database: PostgresDatabase, kafka_broker: Tan
         execute(dsn, "UPDATE customers SET name = 'anne' WHERE id = 1", "DELETE FROM customers WHERE id = 1")
         events = consume_events(kafka_broker.bootstrap_servers, f"{prefix}.public.customers", expected=4)
         heartbeats = consume_events(kafka_broker.bootstrap_servers, f"__debezium-heartbeat.{prefix}", expected=1)
+        series = 'strangler_cdc_events_total{{connector="legacy",op="{}",table="public.customers"}}'
+        eventually(lambda: process.metric(series.format("d")) == 1, 10, "the metrics", process)
+        snapshot_rows, deletes = process.metric(series.format("r")), process.metric(series.format("d"))
+        lag_bytes = process.metric("strangler_cdc_lag_bytes")
         assert process.terminate() == 0
     finally:
         process.stop()
@@ -174,3 +178,5 @@ def test_the_connector_to_kafka(pg_database: PostgresDatabase, kafka_broker: Tan
                                                                  ({"id": 1}, "d"), ({"id": 1}, None)]
     assert events[1][1]["after"] == {"id": 1, "name": "anne"}
     assert heartbeats[0][0] == {"serverName": prefix} and heartbeats[0][1]["ts_ms"] > 0
+    assert (snapshot_rows, deletes) == (1, 1)  # events by table and op (the tombstone is not an event)
+    assert lag_bytes is not None and lag_bytes >= 0  # refreshed by the heartbeat
