@@ -17,12 +17,17 @@ from strangler.cdc.errors import SinkError
 from strangler.cdc.ports import DeliveryCallback
 
 
-def format_line(record: Record) -> bytes:
+def format_line(record: Record, heads: dict[str, bytes]) -> bytes:
+    """One line; `heads` caches each topic's serialised beginning."""
     topic, key, value, headers = record
-    line = b'{"topic":' + orjson.dumps(topic) + b',"key":' + (key or b"null") + b',"value":' + (value or b"null")
+    head = heads.get(topic)
+    if head is None:
+        head = heads.setdefault(topic, b'{"topic":' + orjson.dumps(topic) + b',"key":')
     if headers:
-        line += b',"headers":' + orjson.dumps({name: data.decode() for name, data in headers})
-    return line + b"}\n"
+        tail = b',"headers":' + orjson.dumps({name: data.decode() for name, data in headers}) + b"}\n"
+    else:
+        tail = b"}\n"
+    return b"".join((head, key or b"null", b',"value":', value or b"null", tail))
 
 
 class JsonlSink:
@@ -33,6 +38,7 @@ class JsonlSink:
         self._lines: list[bytes] = []
         self._callbacks: list[DeliveryCallback] = []
         self._problem: tuple[float, str] | None = None
+        self._heads: dict[str, bytes] = {}
 
     def open(self) -> None:
         if self.config.path == "-":
@@ -44,13 +50,14 @@ class JsonlSink:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
 
     def send(self, record: Record, on_delivery: DeliveryCallback) -> None:
-        self._lines.append(format_line(record))
+        self._lines.append(format_line(record, self._heads))
         self._callbacks.append(on_delivery)
         if len(self._lines) >= 10000:
             self.poll(0)
 
     def send_many(self, records: list[Record], on_delivery: DeliveryCallback) -> None:
-        self._lines.extend(format_line(record) for record in records)
+        heads = self._heads
+        self._lines.extend(format_line(record, heads) for record in records)
         self._callbacks.extend([on_delivery] * len(records))
         if len(self._lines) >= 10000:
             self.poll(0)

@@ -117,7 +117,7 @@ class PostgresSource:
             slot = slot_info(catalog, cfg.slot)
             if slot is not None and (slot.plugin != "pgoutput" or slot.database != db):
                 raise SourceMisconfigured(f"slot {cfg.slot!r} exists for plugin {slot.plugin!r} on database "
-                                  f"{slot.database!r}; expected pgoutput on {db!r}")
+                                          f"{slot.database!r}; expected pgoutput on {db!r}")
             if slot is not None and slot.active:
                 raise SourceError(f"slot {cfg.slot!r} is in use by another connection (one connector per slot)")
             plan = plan_start(cfg.snapshot, slot is not None, self._state)
