@@ -147,7 +147,8 @@ class Shadow:
 
     def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
               content_length: int | None, has_body: bool) -> ShadowJob | None:
-        """A job when this request is to be mirrored, else None (sampled out, unsafe write, too large, busy)."""
+        """A job when this request is to be mirrored, else None (sampled out, unsafe write, too large, busy,
+        the mirror's breaker open)."""
         capability = route.capability
         if capability is None or route.decision.mirror is None:
             return None
@@ -177,7 +178,8 @@ class Shadow:
         self._in_flight[capability] -= 1
 
     def record_failure(self, route: Route, method: str, correlation_id: str, outcome: str) -> None:
-        """A request that was to be mirrored and was not (`dropped`, `too_large`): the report counts these."""
+        """A request that was to be mirrored and was not (`dropped`, `too_large`, `circuit_open`): the report
+        counts these next to the mirror's timeouts and errors."""
         capability = route.capability or ""
         self.sink(ComparisonRecord(self.clock(), capability, _template(route), method, "candidate", outcome,
                                    correlation_id, route.decision.target, None, None, None, None))
