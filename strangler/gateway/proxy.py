@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -333,7 +333,7 @@ class ProxyApp:
         budget = self._budgets[upstream]
         budget.deposit()
         breaker = self._breakers.get(upstream)
-        call = (lambda: client.send(request)) if breaker is None else (
+        call: Callable[[], Awaitable[UpstreamResponse]] = (lambda: client.send(request)) if breaker is None else (
             lambda: self._guarded(client, upstream, request, body, breaker)
         )
         try:
