@@ -295,6 +295,14 @@ def render(changes: int, rounds: list[dict[str, Any]], load_start: tuple[float, 
     def verdict(share: float) -> str:
         return "stretch met" if share >= STRETCH else "met" if share >= TARGET else "not met"
 
+    cpu = statistics.median(r["kafka"]["streaming_cpu_us"] for r in rounds)
+    recv_median = statistics.median(recv)
+    lines += ["", f"Reading: streaming to Kafka costs the connector {cpu:.1f} µs of CPU per change, so on a core of "
+              f"its own it would sustain about {1e6 / cpu:,.0f} changes/s ({1e6 / cpu / recv_median:.0%} of "
+              "pg_recvlogical's median here). It is single-threaded Python sharing the two cores with the "
+              "walsender that decodes for it, the broker and the machine's other work (the load average above). "
+              "The start-up (interpreter, imports of the whole configuration model, connections, slot) is in the "
+              "process-start figures and not in the streaming ones."]
     whole = statistics.median(shares["kafka"]) / 100
     streaming = statistics.median(streaming_shares["kafka"]) / 100
     lines += ["", f"Target: to Kafka >= {TARGET:.0%} of pg_recvlogical's rate (stretch {STRETCH:.0%}). Counted from "
