@@ -7,6 +7,7 @@ the values of credential headers, so that no secret or PII value ever reaches th
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from strangler.shadow.compare import FieldDifference, PointerSet, is_json, split_pointer
 
 MASK = "***"
+_ARRAY_INDEX = re.compile(r"\d{1,6}")
 MAX_STORED_BODY = 64 * 1024
 SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"})
 
@@ -49,7 +51,6 @@ class Redactor:
 
     def __init__(self, patterns: list[str]) -> None:
         self._set = PointerSet(patterns)
-        self._patterns = list(zip(patterns, self._set.patterns, strict=True))
 
     def covers(self, path: str) -> bool:
         if path.startswith("header:"):
@@ -74,14 +75,17 @@ class Redactor:
         return value
 
     def path(self, path: str) -> str:
-        """`path` as it may be stored: beneath a redacted pattern, the pattern itself. The keys below it (an
-        e-mail address as an object key) or matched by its `*` can be the very values that are masked."""
+        """`path` as it may be stored. Beneath a redacted pattern it is cut to the pattern's depth, and a
+        segment its `*` matched is kept only if it looks like an array index (up to six digits): the keys
+        below or at a `*` (an e-mail address as an object key) can be the very values that are masked."""
         if not path.startswith("/") or not self._set.covers(path):
             return path
         parts = split_pointer(path)
-        covering = [(len(p), text) for text, p in self._patterns
-                    if len(p) <= len(parts) and all(a == "*" or a == b for a, b in zip(p, parts, strict=False))]
-        return min(covering)[1]
+        pattern = min((p for p in self._set.patterns
+                       if len(p) <= len(parts) and all(a == "*" or a == b for a, b in zip(p, parts, strict=False))),
+                      key=len)
+        kept = [b if a != "*" or _ARRAY_INDEX.fullmatch(b) else "*" for a, b in zip(pattern, parts, strict=False)]
+        return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in kept)
 
     def difference(self, diff: FieldDifference) -> FieldDifference:
         return FieldDifference(self.path(diff.path), self.value(diff.path, diff.primary),

@@ -146,7 +146,9 @@ def _has_bodies(conn: sqlite3.Connection) -> bool:
 @pytest.mark.parametrize(
     ("path", "stored"),
     [("/by_email/ada@pii.example/orders", "/by_email"), ("/customers/ada@pii.example/ssn", "/customers/*/ssn"),
-     ("/ssn", "/ssn"), ("/name", "/name"), ("header:set-cookie", "header:set-cookie"), ("status", "status")],
+     ("/customers/0/ssn", "/customers/0/ssn"), ("/customers/4111111111111111/ssn", "/customers/*/ssn"),
+     ("/ssn/x~1y", "/ssn"), ("/ssn", "/ssn"), ("/name", "/name"), ("header:set-cookie", "header:set-cookie"),
+     ("status", "status")],
 )
 def test_a_path_beneath_a_redacted_pattern_is_stored_as_the_pattern(path: str, stored: str) -> None:
     from strangler.shadow.records import Redactor
