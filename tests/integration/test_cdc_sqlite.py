@@ -126,7 +126,9 @@ def test_sigkill_loses_nothing_and_remove_stops_capture(tmp_path: Path, capsys: 
         position = conn.execute("SELECT position FROM _strangler_offsets").fetchone()[0]
         highest = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = '_strangler_changelog'").fetchone()[0]
     assert position == highest  # everything confirmed at the end, nothing past it
-    assert duplicates <= bound and reported <= duplicates
+    # re-sent events are bounded by what lay past the confirmed offset at each kill; the count reported can
+    # exceed the duplicates found when a kill fell between recording a send and the line reaching the file
+    assert duplicates <= bound and reported <= bound
     assert duplicates == 0 or reported > 0
 
     assert main(["cdc", "install", "--remove", "-c", str(tmp_path / "strangler.yaml"), "legacy"]) == 0
