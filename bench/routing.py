@@ -324,13 +324,17 @@ def measure_throughput(args: argparse.Namespace) -> list[Cell]:
             proxy_bench.wait_ready(upstream, f"http://127.0.0.1:{upstream_port}{HIT_PATH}")
             running: dict[str, tuple[proxy_bench.Service, str]] = {}
             for name, start in starters().items():
-                service, url = start(workdir, upstream_port)
-                started.append(service)
-                proxy_bench.wait_ready(service, url)
-                running[name] = (service, url)
+                running[name] = start(workdir, upstream_port)
+                started.append(running[name][0])
+            for service, url in running.values():
+                # validating 2,000 routes for overlaps takes seconds on a slow or busy machine
+                proxy_bench.wait_ready(service, url, timeout=180.0)
             for service, url in running.values():  # warm-up: imports, pools, the first refreshes
                 proxy_bench.run_wrk(url, args.connections, args.warmup, service, upstream)
+            ours = [pid for service in started for pid in service.pids]
             for n in range(args.rounds):
+                others = proxy_bench.wait_for_quiet(ours, args.quiet_wait)
+                print(f"  round {n + 1}: other processes use {others:.2f} cores", flush=True)
                 order = list(running) if n % 2 == 0 else list(reversed(running))  # no cell always first
                 for name in order:
                     service, url = running[name]
@@ -403,15 +407,28 @@ def report(info: dict[str, str], args: argparse.Namespace, decisions: DecisionRe
             lines.append(f"| {c.name} | {c.median('rps'):.0f} | {c.median('p50_us'):.0f} | {c.median('p99_us'):.0f} "
                          f"| {c.median('proxy_cpu_us'):.0f} | {c.median('others_cores'):.2f} |")
         cpu_ratio = on.median("proxy_cpu_us") / off.median("proxy_cpu_us")
+        paired = statistics.median(a.rps / b.rps for a, b in zip(on.runs, off.runs, strict=True))
         lines += [
             "",
             "Per round, req/s (flags-on / flags-off / proxy.py strangler): " + "; ".join(
                 f"{a.rps:.0f} / {b.rps:.0f} / {c.rps:.0f}" for a, b, c in zip(on.runs, off.runs, base.runs,
                                                                               strict=True)) + ".",
+            "Per round, proxy CPU µs/req: " + "; ".join(
+                f"{a.proxy_cpu_us:.0f} / {b.proxy_cpu_us:.0f} / {c.proxy_cpu_us:.0f}"
+                for a, b, c in zip(on.runs, off.runs, base.runs, strict=True)) + ".",
             "",
-            f"flags-on / flags-off: {ratio:.3f} in req/s, {cpu_ratio:.3f} in CPU per request; flags-on / "
-            f"proxy.py strangler: {on.median('rps') / base.median('rps'):.3f} in req/s. Target within 5% "
-            f"(req/s ratio >= {TARGETS['throughput_ratio']}): {verdict(ratio >= TARGETS['throughput_ratio'])}.",
+            f"flags-on / flags-off: {ratio:.3f} in req/s (median of the per-round ratios {paired:.3f}), "
+            f"{cpu_ratio:.3f} in CPU per request; flags-on / proxy.py strangler: "
+            f"{on.median('rps') / base.median('rps'):.3f} in req/s, "
+            f"{on.median('proxy_cpu_us') / base.median('proxy_cpu_us'):.3f} in CPU per request.",
+            "",
+            "Target: throughput within 5% of the proxy without the flag machinery. Judged on CPU per request "
+            "(on a CPU-bound machine the throughput the proxy can reach is its inverse), because requests per "
+            "second swing with the other load from round to round by more than the difference sought: "
+            f"{1 / cpu_ratio:.3f} of flags-off's capacity, "
+            f"{verdict(1 / cpu_ratio >= TARGETS['throughput_ratio'])}; by req/s medians {ratio:.3f}, "
+            f"{verdict(ratio >= TARGETS['throughput_ratio'])}; by the median per-round req/s ratio {paired:.3f}, "
+            f"{verdict(paired >= TARGETS['throughput_ratio'])}.",
         ]
     if args.notes and Path(args.notes).exists():
         lines += ["", Path(args.notes).read_text().strip()]
@@ -440,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved wrk rounds (default 5)")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="seconds to wait before each round for other processes to use under 0.25 cores")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--notes", help="a Markdown file appended to the section (analysis written by hand)")
     parser.add_argument("--serve-static", metavar="CONFIG", help=argparse.SUPPRESS)
