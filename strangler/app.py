@@ -107,9 +107,13 @@ class SchemaUpgrader:
         try:
             upgrade_schema(self.url)
         except Exception as exc:  # the store may be down: keep serving, retry later
-            self.error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"
-            log.warning("cannot upgrade the store's schema yet: %s", self.error)
+            error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"
+            if error != self.error:  # retried every half second while the store is away: say it once
+                log.warning("cannot upgrade the store's schema yet: %s", error)
+            self.error = error
             return False
+        if self.error is not None:
+            log.warning("the store's schema is up to date now")
         self.done = True
         self.error = None
         return True

@@ -357,3 +357,21 @@ def test_upgrades_that_start_together_on_postgresql_all_succeed(pg_database: Any
     outcomes = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in processes]
     assert [code for code, _ in outcomes] == [0] * 4, outcomes
     assert schema(pg_database.url())[1] == head_revision()
+
+
+def test_the_start_up_upgrader_warns_once_while_the_store_is_away(
+    pg_database: Any, pg_cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from strangler.app import SchemaUpgrader
+
+    upgrader = SchemaUpgrader(pg_database.url())
+    pg_cluster.stop()
+    try:
+        assert [upgrader.try_upgrade() for _ in range(5)] == [False] * 5
+    finally:
+        pg_cluster.start()
+    assert upgrader.error is not None and not upgrader.done
+    assert caplog.text.count("cannot upgrade the store's schema yet") == 1
+    assert upgrader.try_upgrade() and upgrader.done and upgrader.error is None
+    assert "schema is up to date now" in caplog.text
+    assert schema(pg_database.url())[1] == head_revision()
