@@ -7,27 +7,22 @@ count records by consuming them (`consume_all`), which assigns partitions direct
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.resources
 import os
-import shutil
 import signal
 import socket
 import stat
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.support.ports import free_port
+from tests.support.processes import PrivateService, die_with_parent, private_directory
 
 Record = tuple[bytes | None, bytes | None]
 
@@ -39,7 +34,7 @@ class TansuBrokerError(RuntimeError):
     """The broker could not be found, started or used; the message ends with the broker's log tail."""
 
 
-class TansuBroker:
+class TansuBroker(PrivateService):
     """A throw-away single-node broker on loopback. Nothing happens until `start()`; `close()` removes
     every trace. `stop()` and `start()` keep the port (the topics are gone). Also a context manager."""
 
@@ -113,29 +108,6 @@ class TansuBroker:
                 pass
         process.kill()
         process.wait()
-
-    def close(self) -> None:
-        """Stop the broker and remove its temporary directory."""
-        try:
-            self.stop()
-        finally:
-            atexit.unregister(self.close)
-            if self.root is not None:
-                shutil.rmtree(self.root, ignore_errors=True)
-                self.root = None
-
-    def __enter__(self) -> TansuBroker:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- topics -------------------------------------------------------------------------------------
 
@@ -287,36 +259,4 @@ def _answers_metadata(bootstrap: str) -> bool:
     except KafkaException:
         return False
     return True
-
-
-def private_directory(prefix: str) -> Path:
-    """A new temporary directory stamped with our pid, after removing those that runs killed outright
-    (SIGKILL, os._exit: no atexit) left behind."""
-    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            owner = int((stale / "owner.pid").read_text())
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except (OSError, ValueError):
-            continue  # not ours, someone else's, or still being created
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    (root / "owner.pid").write_text(str(os.getpid()))
-    return root
-
-
-def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to signal the child when this process dies, so a killed test run leaves
-    no broker behind. The kernel ties this to the forking thread, so only the main thread uses it."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 

@@ -7,7 +7,6 @@ refuses to run as root, so under root the server runs as an unprivileged account
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import pwd
 import re
@@ -15,21 +14,18 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
 from tests.support.ports import free_port
+from tests.support.processes import PrivateService, die_with_parent, private_directory
 
 SERVER_SETTINGS: Mapping[str, str] = {
     "wal_level": "logical",
@@ -73,7 +69,7 @@ class PostgresDatabase:
         return self.cluster.url(self.name, driver)
 
 
-class PostgresCluster:
+class PostgresCluster(PrivateService):
     """A throw-away PostgreSQL cluster. Nothing happens until `start()`; `close()` removes every trace.
 
     `stop()` and `start()` keep the data directory and the port, for tests that take the store away and
@@ -160,29 +156,6 @@ class PostgresCluster:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def close(self) -> None:
-        """Stop the server and remove the temporary directory."""
-        try:
-            self.stop()
-        finally:
-            atexit.unregister(self.close)
-            if self.root is not None:
-                shutil.rmtree(self.root, ignore_errors=True)
-                self.root = None
-
-    def __enter__(self) -> PostgresCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- databases ----------------------------------------------------------------------------------
 
@@ -352,38 +325,6 @@ def service_account() -> pwd.struct_passwd | None:
         except KeyError:
             continue
     raise PostgresClusterError(f"running as root, but could neither create the account {name!r} nor find 'nobody'")
-
-
-def private_directory(prefix: str) -> Path:
-    """A new temporary directory stamped with our pid, after removing those that runs killed outright
-    (SIGKILL, os._exit: no atexit) left behind."""
-    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        try:
-            owner = int((stale / "owner.pid").read_text())
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except (OSError, ValueError):
-            continue  # not ours, someone else's, or still being created
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    (root / "owner.pid").write_text(str(os.getpid()))
-    return root
-
-
-def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to signal the child when this process dies, so a killed test run leaves
-    no server behind. The kernel ties this to the forking thread, so only the main thread uses it."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG, after the identity change that would clear it
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 def _require_reachable(path: Path, account: pwd.struct_passwd) -> None:
