@@ -8,7 +8,6 @@ gated by shadow evidence, the reports, and the retention pass. Nothing else cons
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -25,6 +24,7 @@ from strangler.gateway.admin import build_admin_app
 from strangler.gateway.breaker import CircuitBreaker
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
+from strangler.lifecycle import BackgroundTask
 from strangler.maturity.admin_api import maturity_routes
 from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
@@ -119,22 +119,12 @@ class SchemaUpgrader:
         return True
 
 
-class RetentionPass:
+class RetentionPass(BackgroundTask):
     """Deletes comparisons and divergences past their retention, every `prune_interval` seconds."""
 
     def __init__(self, store: SqlDivergenceStore, config: StranglerConfig) -> None:
         self.store = store
         self.settings = config.divergence_store
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from strangler.lifecycle import BackgroundTask
 from strangler.maturity.config import MaturityConfig
 from strangler.maturity.ledger import stage_lags
 from strangler.maturity.store import LedgerStore
@@ -18,7 +18,7 @@ from strangler.store import StoreUnavailable
 log = logging.getLogger("strangler.maturity")
 
 
-class MaturityMonitor:
+class MaturityMonitor(BackgroundTask):
     def __init__(self, store: LedgerStore, config: MaturityConfig, clock: Callable[[], dt.datetime],
                  registry: CollectorRegistry, interval: float = 15.0) -> None:
         self.store = store
@@ -29,16 +29,6 @@ class MaturityMonitor:
                           ["stage", "quantile"], registry=registry, multiprocess_mode="livemax")
         self._stuck = Gauge("strangler_maturity_stuck_changes", "Changes in a stage longer than stuck_after",
                             ["stage"], registry=registry, multiprocess_mode="livemax")
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def update(self) -> None:
         now = self.clock()
