@@ -133,6 +133,12 @@ async def _while_client_listens(
             watcher.cancel()
 
 
+async def _captured(chunks: AsyncIterator[bytes], job: ShadowJob) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        job.capture_response(chunk)
+        yield chunk
+
+
 async def _disconnect(receive: Any) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -307,10 +313,11 @@ class ProxyApp:
             if entity is not None and self.ledger is not None and 200 <= status < 300:
                 self.ledger(StageEvent(cid, entity, Stage.APPLIED, _utcnow(), route.capability))
             chunks = _while_client_listens(response.body(), receive, body)
-            if job is None:
-                await self._stream(response, chunks, send, cid)
-            else:
-                await self._stream_shadowed(response, chunks, send, cid, job)
+            if job is not None:  # the shadow job gets a copy of what passes; it never waits for the mirror
+                job.response_started(response.status, response.headers)
+                chunks = _captured(chunks, job)
+            if await self._stream(response, chunks, send, cid) and job is not None:
+                job.finish(True)
         finally:
             if job is not None:
                 job.finish(False)  # no-op when the response completed
@@ -380,7 +387,8 @@ class ProxyApp:
         breaker.succeeded()
         return response
 
-    async def _stream(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str) -> None:
+    async def _stream(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str) -> bool:
+        """Send the response on; True when it was sent whole."""
         try:
             await send(
                 {
@@ -392,31 +400,9 @@ class ProxyApp:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return True
         except ClientDisconnected:
-            pass  # nobody to answer; closing the unfinished response drops the upstream connection
-        finally:
-            await response.close()
-
-    async def _stream_shadowed(
-        self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str, job: ShadowJob
-    ) -> None:
-        """As `_stream`, handing the shadow job a copy of what passes (it never waits for the mirror)."""
-        try:
-            job.response_started(response.status, response.headers)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": filter_response_headers(response.headers, cid.encode()),
-                }
-            )
-            async for chunk in chunks:
-                job.capture_response(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            job.finish(True)
-        except ClientDisconnected:
-            pass  # as in `_stream`; the job is finished as incomplete by the caller
+            return False  # nobody to answer; closing the unfinished response drops the upstream connection
         finally:
             await response.close()
 
