@@ -135,10 +135,11 @@ def test_slow_or_dead_mirror_leaves_the_primary_alone(gateway: GatewayProcess, s
     mirrored_slow = metric_value(text, "strangler_shadow_mirrored_total", capability="slow")
     sent = (REPEATS * PER_ROUND + 200)
     # at most MAX_IN_FLIGHT slow mirrors per worker at once, each held MIRROR_DELAY seconds; the rest are dropped,
-    # or skipped once the mirror's timeouts opened its breaker
+    # or skipped once the mirror's timeouts opened its breaker (only when the run outlasts the first timeouts:
+    # a short run may end before any mirror has timed out, so skipped may be 0)
     bound = 2 * MAX_IN_FLIGHT * (1 + (measured + 10) / MIRROR_DELAY)
     skipped = metric_value(text, "strangler_shadow_skipped_total", capability="slow", reason="circuit_open")
-    assert dropped > 0 and skipped > 0
+    assert dropped > 0
     assert dropped + skipped + mirrored_slow == sent, (dropped, skipped, mirrored_slow, sent)
     skipped_dead = metric_value(text, "strangler_shadow_skipped_total", capability="dead", reason="circuit_open")
     assert failed_dead + skipped_dead == sent, (failed_dead, skipped_dead, sent)  # refused, or skipped: breaker open
