@@ -117,9 +117,9 @@ class Story:
         self.expect(len(relay.legacy_events) == 1, f"{len(relay.legacy_events)} legacy domain events, expected 1")
 
         display.render_step(c, "2. shadow: legacy answers, the new service gets a copy, both are compared",
-                            "Entering shadow changes nothing for clients, but it is a forward step and no comparison "
-                            "exists yet, so the gate can only be passed with force (recorded in the audit log).")
-        await self.flip({"mode": "shadow", "reason": "start comparing; legacy keeps answering", "force": True})
+                            "Entering shadow changes nothing for clients and is how the evidence is gathered, so it "
+                            "is not gated (the audit log still records it); every later step forward is.")
+        await self.flip({"mode": "shadow", "reason": "start comparing; legacy keeps answering"})
         (_, shadow_put, _) = await self.send(
             "shadow", Step("GET", "/customers/1", focus=NAME),
             Step("PUT", "/customers/2/address", body=MOVED_TOO, expect={"correspondence_address": MOVED_TOO},

@@ -1,7 +1,8 @@
 """Gates: moving a capability forward needs evidence; moving it back never waits.
 
-`GateEvidence` is the port through which the shadow package's comparison counts arrive; `judge_change`
-is the pure rule.
+Entering `shadow` from `legacy` is not gated either: legacy still answers every request, and shadowing is
+how the evidence that gates the later moves is gathered. `GateEvidence` is the port through which the
+shadow package's comparison counts arrive; `judge_change` is the pure rule.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def is_forward(current: RoutingFlag, mode: Mode, percent: float) -> bool:
     return mode is Mode.CANARY and percent > current.percent
 
 
+def is_gated(current: RoutingFlag, mode: Mode, percent: float) -> bool:
+    """A forward move other than legacy -> shadow: only those need the gate's evidence."""
+    if current.mode is Mode.LEGACY and mode is Mode.SHADOW:
+        return False
+    return is_forward(current, mode, percent)
+
+
 def judge_change(
     current: RoutingFlag, mode: Mode, percent: float, gate: GateConfig, evidence: Evidence, force: bool
 ) -> GateDecision:
@@ -76,8 +84,11 @@ def judge_change(
         and evidence.outcome_rate <= gate.outcome_max_divergence_rate
     )
     met = evidence.samples >= gate.min_samples and evidence.rate <= gate.max_divergence_rate and outcomes_met
+    gated = is_gated(current, mode, percent)
     if not forward:
         explanation = "moving back (or staying) is always allowed"
+    elif not gated:
+        explanation = "entering shadow is not gated: legacy keeps answering, and shadowing gathers the evidence"
     elif met:
         explanation = (
             f"gate met: {evidence.samples} samples >= {gate.min_samples}, "
@@ -94,9 +105,9 @@ def judge_change(
                        f"divergence rate {evidence.outcome_rate:.4f} (max {gate.outcome_max_divergence_rate})")
         explanation = "gate not met: " + "; ".join(why) + (" (forced)" if force else "")
     return GateDecision(
-        allowed=not forward or met or force,
+        allowed=not gated or met or force,
         forward=forward,
-        forced=forward and not met and force,
+        forced=gated and not met and force,
         samples=evidence.samples,
         divergent=evidence.divergent,
         rate=evidence.rate,

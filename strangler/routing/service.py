@@ -1,7 +1,7 @@
 """Flag changes as one operation: validate, judge the gate on fresh evidence, store with its audit row.
 
 Shared by the admin API and anything else that flips flags; raises the errors in `routing.errors`.
-The evidence is read outside the store's write transaction (and only for a forward move): reading it
+The evidence is read outside the store's write transaction (and only for a gated move): reading it
 inside would hold one connection while asking the pool for another, and on SQLite wait for the write
 lock the transaction itself holds.
 """
@@ -12,13 +12,13 @@ from collections.abc import Mapping
 
 from strangler.routing.config import CapabilityConfig
 from strangler.routing.errors import InvalidChange, UnknownCapability
-from strangler.routing.gate import Evidence, GateDecision, GateEvidence, is_forward, judge_change
+from strangler.routing.gate import Evidence, GateDecision, GateEvidence, is_gated, judge_change
 from strangler.routing.modes import Mode, RoutingFlag
 from strangler.routing.store import FlagChange, FlagStore, StoredFlag
 
 
 class _EvidenceNeeded(Exception):
-    """The move is forward and no evidence was read yet: read it outside the transaction and try again."""
+    """The move is gated and no evidence was read yet: read it outside the transaction and try again."""
 
 
 class FlagService:
@@ -56,7 +56,7 @@ class FlagService:
 
         def judge(current: RoutingFlag) -> GateDecision:
             if evidence is None:
-                if is_forward(current, mode, value):
+                if is_gated(current, mode, value):
                     raise _EvidenceNeeded()
                 return judge_change(current, mode, value, cap.gate, Evidence(0, 0), force)
             return judge_change(current, mode, value, cap.gate, evidence, force)

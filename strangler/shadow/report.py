@@ -33,8 +33,8 @@ def build_report(evidence: ShadowEvidence, capabilities: Iterable[str] | None = 
                                                            "classification", "primary_status", "other_status")})
         for item in data["fields"]:
             item["examples"] = examples.get((item["route"], item["field"]), [])
-        # would a step forward (legacy -> shadow, the smallest) pass? the gate is the same for every step
-        decision = judge_change(RoutingFlag(Mode.LEGACY), Mode.SHADOW, 0.0, cap.gate,
+        # would a gated step forward (past shadow) pass? the gate is the same for every gated step
+        decision = judge_change(RoutingFlag(Mode.SHADOW), Mode.NEW, 0.0, cap.gate,
                                 Evidence(summary.comparisons, summary.divergent), force=False)
         data["gate"] = {
             "min_samples": cap.gate.min_samples,

@@ -129,7 +129,7 @@ async def test_a_refused_flip_is_explained_on_the_page(
 async def test_a_gate_refusal_shows_the_evidence_and_force_overrides_it(estate: tuple[Any, Any]) -> None:
     async with _signed_in(estate[1].app) as client:
         token = _form_token((await client.get(f"/dashboard/capabilities/{UNPROVEN}")).text)
-        form = {"form_token": token, "mode": "shadow", "reason": "start comparing"}
+        form = {"form_token": token, "mode": "canary", "percent": "5", "reason": "first users"}
         refused = await client.post(f"/dashboard/capabilities/{UNPROVEN}/flag", data=form)
         forced = await client.post(f"/dashboard/capabilities/{UNPROVEN}/flag", data={**form, "force": "on"})
         page = (await client.get(forced.headers["location"])).text

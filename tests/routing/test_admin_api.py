@@ -230,7 +230,7 @@ async def test_forward_move_without_evidence_is_412_showing_the_evidence(
     admin: Callable[..., httpx.AsyncClient],
 ) -> None:
     c = admin()
-    response = await put(c, "shadow")
+    response = await put(c, "canary", percent=5)
     assert response.status_code == 412
     evidence = response.json()["evidence"]
     assert (evidence["samples"], evidence["rate"]) == (0, 0.0)
@@ -242,7 +242,7 @@ async def test_forward_move_without_evidence_is_412_showing_the_evidence(
 async def test_412_names_a_divergence_rate_over_the_threshold(gated: tuple[Gated, httpx.AsyncClient]) -> None:
     parts, c = gated
     parts.evidence.value = Evidence(samples=500, divergent=20)
-    response = await put(c, "shadow")
+    response = await put(c, "new")
     assert response.status_code == 412
     evidence = response.json()["evidence"]
     assert (evidence["samples"], evidence["divergent"], evidence["rate"]) == (500, 20, 0.04)
@@ -256,7 +256,7 @@ async def test_gate_met_lets_the_move_through_and_audits_the_evidence(
 ) -> None:
     parts, c = gated
     parts.evidence.value = Evidence(samples=250, divergent=2)
-    response = await put(c, "shadow", reason="comparisons look clean")
+    response = await put(c, "canary", percent=5, reason="comparisons look clean")
     assert response.status_code == 200
     entry = (await c.get(f"/flags/{CAP}/history")).json()["history"][0]
     assert entry["forced"] is False
@@ -307,6 +307,29 @@ async def test_raising_the_canary_share_is_a_forward_move(gated: tuple[Gated, ht
     assert (await put(c, "canary", percent=25)).status_code == 412
     parts.evidence.value = Evidence(samples=1000, divergent=0)
     assert (await put(c, "canary", percent=25)).json()["percent"] == 25
+
+
+async def test_entering_shadow_needs_no_evidence_and_is_audited(gated: tuple[Gated, httpx.AsyncClient]) -> None:
+    parts, c = gated
+    response = await put(c, "shadow", reason="start comparing")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["mode"], response.json()["version"]) == ("shadow", 1)
+    assert parts.evidence.calls == 0  # not gated, so no evidence is read
+    [entry] = (await c.get(f"/flags/{CAP}/history")).json()["history"]
+    assert (entry["from"]["mode"], entry["to"]["mode"], entry["forced"]) == ("legacy", "shadow", False)
+    assert entry["evidence"]["forward"] is True and entry["evidence"]["allowed"] is True
+    assert entry["evidence"]["explanation"].startswith("entering shadow is not gated")
+    # the next step forward is gated again
+    assert (await put(c, "canary", percent=5)).status_code == 412
+    assert parts.audit_rows() == 1
+
+
+async def test_skipping_shadow_is_still_gated(gated: tuple[Gated, httpx.AsyncClient]) -> None:
+    parts, c = gated
+    for body in ({"mode": "canary", "percent": 5}, {"mode": "new"}, {"mode": "new-only"}):
+        response = await c.put(f"/flags/{CAP}", json={"reason": "skip ahead", **body})
+        assert response.status_code == 412, body
+    assert parts.audit_rows() == 0
 
 
 # --- bad input --------------------------------------------------------------------------------------------
@@ -362,7 +385,7 @@ async def test_history_lists_changes_newest_first_with_the_token_name_as_actor(
     assert [(e["from"]["mode"], e["to"]["mode"], e["to"]["percent"]) for e in history] == [
         ("canary", "legacy", 0.0), ("shadow", "canary", 5.0), ("legacy", "shadow", 0.0)
     ]
-    assert [e["forced"] for e in history] == [False, True, True]
+    assert [e["forced"] for e in history] == [False, True, False]  # entering shadow is not gated
     times = [e["at"] for e in history]
     assert times == sorted(times, reverse=True)
     limited = (await ops.get(f"/flags/{CAP}/history", params={"limit": 1})).json()["history"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from strangler.routing.config import GateConfig
-from strangler.routing.gate import Evidence, NoEvidence, is_forward, judge_change
+from strangler.routing.gate import Evidence, NoEvidence, is_forward, is_gated, judge_change
 from strangler.routing.modes import Mode, RoutingFlag
 
 GATE = GateConfig(min_samples=200, max_divergence_rate=0.01)
@@ -50,7 +50,7 @@ def test_a_forward_move_needs_enough_samples_and_a_low_enough_rate(evidence: Evi
 
 
 def test_the_refusal_explains_each_unmet_threshold() -> None:
-    decision = judge_change(flag(Mode.LEGACY), Mode.SHADOW, 0.0, GATE, Evidence(50, 5), force=False)
+    decision = judge_change(flag(Mode.SHADOW), Mode.CANARY, 5.0, GATE, Evidence(50, 5), force=False)
     assert decision.explanation == "gate not met: 50 samples < 200 required; divergence rate 0.1000 > 0.01"
     assert decision.as_dict()["rate"] == 0.1
 
@@ -62,7 +62,7 @@ def test_force_overrides_an_unmet_gate_and_says_so() -> None:
 
 
 def test_force_on_a_met_gate_is_not_recorded_as_forced() -> None:
-    decision = judge_change(flag(Mode.LEGACY), Mode.SHADOW, 0.0, GATE, Evidence(500, 0), force=True)
+    decision = judge_change(flag(Mode.SHADOW), Mode.NEW, 0.0, GATE, Evidence(500, 0), force=True)
     assert (decision.allowed, decision.forced) == (True, False)
 
 
@@ -85,6 +85,38 @@ def test_moving_back_or_staying_is_always_allowed(current: RoutingFlag, mode: Mo
 def test_without_comparisons_no_forward_move_passes() -> None:
     evidence = NoEvidence().evidence("anything")
     assert evidence == Evidence(0, 0) and evidence.rate == 0.0
-    assert not judge_change(flag(Mode.LEGACY), Mode.SHADOW, 0.0, GATE, evidence, force=False).allowed
+    assert not judge_change(flag(Mode.SHADOW), Mode.CANARY, 5.0, GATE, evidence, force=False).allowed
     zero_gate = GateConfig(min_samples=0, max_divergence_rate=0.0)
-    assert judge_change(flag(Mode.LEGACY), Mode.SHADOW, 0.0, zero_gate, evidence, force=False).allowed
+    assert judge_change(flag(Mode.SHADOW), Mode.CANARY, 5.0, zero_gate, evidence, force=False).allowed
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_entering_shadow_from_legacy_is_not_gated(force: bool) -> None:
+    terrible = Evidence(1000, 900)
+    decision = judge_change(flag(Mode.LEGACY), Mode.SHADOW, 0.0, GATE, terrible, force=force)
+    assert (decision.allowed, decision.forward, decision.forced) == (True, True, False)
+    assert decision.explanation.startswith("entering shadow is not gated")
+    assert (decision.min_samples, decision.max_divergence_rate) == (200, 0.01)  # the audit row still shows the gate
+
+
+@pytest.mark.parametrize(
+    ("current", "mode", "percent", "gated"),
+    [
+        (flag(Mode.LEGACY), Mode.SHADOW, 0.0, False),
+        (flag(Mode.LEGACY), Mode.CANARY, 5.0, True),  # skipping shadow skips the evidence: gated
+        (flag(Mode.LEGACY), Mode.NEW, 0.0, True),
+        (flag(Mode.LEGACY), Mode.NEW_ONLY, 0.0, True),
+        (flag(Mode.SHADOW), Mode.CANARY, 5.0, True),
+        (flag(Mode.CANARY, 5.0), Mode.CANARY, 25.0, True),
+        (flag(Mode.NEW), Mode.NEW_ONLY, 0.0, True),
+        (flag(Mode.NEW_ONLY), Mode.SHADOW, 0.0, False),
+        (flag(Mode.CANARY, 50.0), Mode.LEGACY, 0.0, False),
+        (flag(Mode.SHADOW), Mode.LEGACY, 0.0, False),
+        (flag(Mode.LEGACY), Mode.LEGACY, 0.0, False),
+    ],
+)
+def test_only_forward_moves_past_shadow_are_gated(current: RoutingFlag, mode: Mode, percent: float,
+                                                  gated: bool) -> None:
+    assert is_gated(current, mode, percent) is gated
+    refused = judge_change(current, mode, percent, GATE, Evidence(0, 0), force=False)
+    assert refused.allowed is not gated
