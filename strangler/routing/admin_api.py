@@ -1,7 +1,12 @@
-"""Admin endpoints for flags: `GET /flags`, `PUT /flags/{capability}`, `GET /flags/{capability}/history`."""
+"""Admin endpoints for flags: `GET /flags`, `PUT /flags/{capability}`, `GET /flags/{capability}/history`.
+
+While the store is unreachable `GET /flags` answers from this process's cache (what it routes by), marked
+`stale` with the time it was read (`as_of`) and a `Warning` header; writes answer 503.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -35,12 +40,36 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     )
 
 
+def cached_flags(service: FlagService, cache: FlagCache) -> list[dict[str, Any]]:
+    """The flags this process routes by, as `GET /flags` lists them: the cache's modes with their stored rows."""
+    items = []
+    for name in service.capabilities:
+        flag, record = cache.flag(name), cache.records.get(name)
+        if record is not None and record.version == flag.version:
+            items.append(record.as_dict())
+        else:
+            reason = "initial mode from configuration" if flag.version == 0 else None
+            items.append({"capability": name, "mode": flag.mode.value, "percent": flag.percent,
+                          "version": flag.version, "updated_at": None, "updated_by": None, "reason": reason})
+    return items
+
+
 def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher | None = None) -> list[Route]:
     async def list_flags(request: Request) -> Response:
+        now = time.monotonic()
         try:
             stored = await run_in_threadpool(service.store.load)
         except StoreUnavailable as exc:
-            return problem(503, "Service Unavailable", f"the flag store is unreachable: {exc}")
+            # reads go on from memory: the flags this process routes by, marked stale; writes stay 503
+            age = now - cache.loaded_at if cache.loaded_at is not None else None
+            as_of = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)).isoformat() if age is not None else None
+            warning = (f"flags as of {as_of}" if as_of else "configured initial modes; the store was never reached")
+            return JSONResponse(
+                {"flags": cached_flags(service, cache), **cache.status(now), "flag_store": "unreachable",
+                 "stale": True, "as_of": as_of,
+                 "flag_store_error": str(exc).splitlines()[0][:300]},
+                headers={"warning": f'110 - "Response is Stale: the flag store is unreachable; {warning}"'},
+            )
         items = []
         for name, cap in service.capabilities.items():
             flag = stored.get(name)
@@ -49,7 +78,8 @@ def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher
             else:
                 items.append({"capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0,
                               "updated_at": None, "updated_by": None, "reason": "initial mode from configuration"})
-        return JSONResponse({"flags": items, **cache.status(time.monotonic())})
+        return JSONResponse({"flags": items, **cache.status(now), "stale": False,
+                             "as_of": dt.datetime.now(dt.UTC).isoformat()})
 
     async def put_flag(request: Request) -> Response:
         capability = request.path_params["capability"]

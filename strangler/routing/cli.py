@@ -134,6 +134,10 @@ def _print_flags(console: Console, data: dict[str, Any]) -> None:
                       flag["updated_at"] or "-", flag["updated_by"] or "-", flag["reason"] or "")
     console.print(table)
     console.print(f"flag store: {data.get('flag_store')}, flags age {data.get('flags_age_seconds')} s")
+    if data.get("stale"):
+        as_of = data.get("as_of") or "never read from the store: the configured initial modes"
+        console.print(f"[yellow]stale[/]: the flags the gateway routes by from memory, as of {as_of} "
+                      f"({data.get('flag_store_error')})", highlight=False)
 
 
 def _print_history(console: Console, data: dict[str, Any]) -> None:

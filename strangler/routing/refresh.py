@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from strangler.routing.modes import RoutingFlag
-from strangler.routing.store import NOTIFY_CHANNEL, FlagStore
+from strangler.routing.store import NOTIFY_CHANNEL, FlagStore, StoredFlag
 from strangler.store import StoreUnavailable
 
 log = logging.getLogger("strangler.flags")
@@ -33,14 +33,18 @@ class FlagCache:
         self.store_up = False
         self.loaded_at: float | None = None  # monotonic time of the last successful refresh
         self.last_error: str | None = None
+        # the stored rows behind the flags (who changed them, when, why), for listing them while the store is away
+        self.records: dict[str, StoredFlag] = {}
 
     def flag(self, capability: str) -> RoutingFlag:
         return self._flags[capability]
 
-    def replace(self, stored: Mapping[str, RoutingFlag], counter: int, now: float) -> None:
+    def replace(self, stored: Mapping[str, RoutingFlag], counter: int, now: float,
+                records: Mapping[str, StoredFlag] | None = None) -> None:
         flags = dict(self._initial)
         flags.update({name: flag for name, flag in stored.items() if name in flags})
         self._flags = flags  # one reference swap: readers never see a half-applied update
+        self.records = {name: record for name, record in (records or {}).items() if name in flags}
         self.counter = counter
         self.store_up = True
         self.loaded_at = now
@@ -104,7 +108,7 @@ class FlagRefresher:
             counter = await asyncio.to_thread(self.store.change_counter)
             if counter != self.cache.counter:
                 stored = await asyncio.to_thread(self.store.load)
-                self.cache.replace({n: f.routing for n, f in stored.items()}, counter, now)
+                self.cache.replace({n: f.routing for n, f in stored.items()}, counter, now, stored)
                 log.info("flags loaded (change counter %d)", counter)
             else:
                 self.cache.store_up = True

@@ -8,6 +8,7 @@ forward move meets its gate); `gated_admin` puts the flag routes on `build_admin
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from strangler.config import StranglerConfig
 from strangler.gateway.admin import build_admin_app
 from strangler.routing.admin_api import flag_routes
 from strangler.routing.gate import Evidence
-from strangler.routing.refresh import FlagCache
+from strangler.routing.refresh import FlagCache, FlagRefresher
 from strangler.routing.router import initial_flags
 from strangler.routing.service import FlagService
 from strangler.routing.store import SqlFlagStore, audit_table
@@ -395,7 +396,11 @@ async def test_history_lists_changes_newest_first_with_the_token_name_as_actor(
 # --- the store away ---------------------------------------------------------------------------------------
 
 
-async def test_writes_are_503_while_the_store_is_unreachable(
+def refresher_of(parts: Any) -> FlagRefresher:
+    return next(p for p in parts.lifecycle if isinstance(p, FlagRefresher))
+
+
+async def test_writes_are_503_and_reads_stale_while_the_store_is_unreachable(
     pg_database: Any, pg_cluster: Any
 ) -> None:
     url = pg_database.url()
@@ -404,13 +409,58 @@ async def test_writes_are_503_while_the_store_is_unreachable(
         make_config(url), metrics=lambda: b"", workers_ready=lambda: (True, {}), registry=CollectorRegistry()
     )
     async with client_for(parts.app) as c:
-        assert (await put(c, "shadow", force=True)).status_code == 200
+        assert (await put(c, "shadow", reason="start comparing")).status_code == 200
+        await refresher_of(parts).refresh()  # what the running refresher does within its interval
+        fresh = await c.get("/flags")
+        assert (fresh.status_code, fresh.json()["stale"], fresh.json()["flag_store"]) == (200, False, "up")
+        assert "warning" not in fresh.headers
         pg_cluster.stop()
         try:
             for body in ({"mode": "legacy"}, {"mode": "new", "force": True}):
                 response = await c.put(f"/flags/{CAP}", json={"reason": "x", **body})
                 assert response.status_code == 503
                 assert "unreachable" in response.json()["detail"]
+            listed = await c.get("/flags")
+            assert listed.status_code == 200
+            data = listed.json()
+            assert (data["stale"], data["flag_store"], data["flags_source"]) == (True, "unreachable", "store")
+            assert data["flag_store_error"]
+            assert listed.headers["warning"].startswith('110 - "Response is Stale: the flag store is unreachable')
+            assert data["as_of"] is not None and data["as_of"] in listed.headers["warning"]
+            assert dt.datetime.fromisoformat(data["as_of"]) <= dt.datetime.now(dt.UTC)
+            flags = {f["capability"]: f for f in data["flags"]}
+            assert (flags[CAP]["mode"], flags[CAP]["version"], flags[CAP]["updated_by"], flags[CAP]["reason"]) == (
+                "shadow", 1, "ops", "start comparing")  # the row this process routes by
+            assert (flags["billing"]["mode"], flags["billing"]["version"]) == ("legacy", 0)
+            assert (await c.get(f"/flags/{CAP}/history")).status_code == 503  # history lives only in the store
         finally:
             pg_cluster.start()
         assert (await put(c, "legacy", reason="back")).json()["version"] == 2
+        again = await c.get("/flags")
+        assert (again.json()["stale"], "warning" in again.headers) == (False, False)
+
+
+async def test_listing_before_the_store_was_ever_reached_shows_the_configured_modes_as_stale(
+    pg_database: Any, pg_cluster: Any
+) -> None:
+    url = pg_database.url()
+    upgrade_schema(url)
+    pg_cluster.stop()
+    try:
+        parts = build_admin(
+            make_config(url), metrics=lambda: b"", workers_ready=lambda: (True, {}), registry=CollectorRegistry()
+        )
+        await refresher_of(parts).refresh()
+        async with client_for(parts.app) as c:
+            listed = await c.get("/flags")
+            write = await put(c, "shadow")
+    finally:
+        pg_cluster.start()
+    assert listed.status_code == 200 and write.status_code == 503
+    data = listed.json()
+    assert (data["stale"], data["as_of"], data["flags_source"]) == (True, None, "configured initial modes")
+    assert "the store was never reached" in listed.headers["warning"]
+    initial = "initial mode from configuration"
+    assert {(f["capability"], f["mode"], f["version"], f["reason"]) for f in data["flags"]} == {
+        (CAP, "legacy", 0, initial), ("billing", "legacy", 0, initial)
+    }

@@ -152,3 +152,20 @@ def test_an_unreachable_admin_api_exits_1(serve: GatewayProcess, tmp_path: Path)
                    config=False)
     assert result.returncode == 1
     assert "cannot reach the admin API" in result.stderr
+
+
+def test_a_stale_listing_says_so_under_the_table() -> None:
+    from rich.console import Console
+
+    from strangler.routing.cli import _print_flags
+
+    console = Console(record=True, width=200)
+    flag = {"capability": CAP, "mode": "shadow", "percent": 0.0, "version": 3, "updated_at": None,
+            "updated_by": "ops", "reason": "start"}
+    _print_flags(console, {"flags": [flag], "flag_store": "unreachable", "flags_age_seconds": 12.0, "stale": True,
+                           "as_of": "2026-11-27T07:00:00+00:00", "flag_store_error": "flag store: OperationalError"})
+    out = console.export_text()
+    assert "flag store: unreachable" in out
+    assert "stale: the flags the gateway routes by from memory, as of 2026-11-27T07:00:00+00:00" in out
+    _print_flags(console, {"flags": [flag], "flag_store": "up", "flags_age_seconds": 0.2, "stale": False})
+    assert "stale" not in console.export_text()

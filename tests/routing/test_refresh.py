@@ -128,6 +128,14 @@ def test_replacing_keeps_initial_modes_for_unstored_flags_and_ignores_unknown_ca
                                   "flag_store_error": None}
 
 
+def test_the_cache_keeps_the_stored_rows_of_known_capabilities() -> None:
+    cache = FlagCache(INITIAL)
+    row = StoredFlag("orders", Mode.NEW, 0.0, 4, None, "ops", "clean")
+    retired = StoredFlag("retired", Mode.NEW, 0.0, 1, None, None, None)
+    cache.replace({"orders": row.routing}, 7, 10.0, {"orders": row, "retired": retired})
+    assert cache.records == {"orders": row}
+
+
 # --- refreshing -------------------------------------------------------------------------------------------
 
 
