@@ -1,6 +1,7 @@
 """`strangler`: the command line. Parses arguments, loads the configuration, hands over; nothing else.
 
-Exit codes: 0 done, 2 bad input (configuration or arguments), 3 refused by a gate, 4 version conflict.
+Exit codes: 0 done, 1 a service (the store, the admin API) unreachable or failing, 2 bad input (configuration
+or arguments), 3 refused by a gate, 4 version conflict.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from strangler import __version__
 from strangler.errors import ConfigError
 
 EXIT_OK = 0
+EXIT_UNAVAILABLE = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -64,7 +66,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = build_report(evidence, [args.capability] if args.capability else None)
     except (StoreUnavailable, OSError) as exc:
         print(f"error: cannot read the store: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_UNAVAILABLE
     if args.format == "table" and not args.output:
         render_table(report)
         return EXIT_OK
@@ -80,10 +82,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_db(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    from strangler.store import upgrade_schema
+    from strangler.store import StoreUnavailable, redact_url, upgrade_schema
 
-    upgrade_schema(config.store)
-    print(f"ok: the store at {config.store.split('@')[-1]} is at the newest schema")
+    try:
+        upgrade_schema(config.store)
+    except StoreUnavailable as exc:
+        print(f"error: {args.config}: cannot upgrade the schema: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(f"ok: the store at {redact_url(config.store)} is at the newest schema")
     return EXIT_OK
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from strangler.store.engine import StoreUnavailable, create_store_engine, upgrade_schema
+from strangler.store.engine import (
+    StoreUnavailable,
+    create_store_engine,
+    describe_failure,
+    redact_url,
+    upgrade_schema,
+)
 
-__all__ = ["StoreUnavailable", "create_store_engine", "upgrade_schema"]
+__all__ = ["StoreUnavailable", "create_store_engine", "describe_failure", "redact_url", "upgrade_schema"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from strangler.errors import StranglerError
@@ -16,6 +17,21 @@ _MIGRATION_LOCK = 0x5374_726E  # pg_advisory_xact_lock key held while migrating 
 
 class StoreUnavailable(StranglerError):
     """The store cannot be reached or answered with an error; callers keep their last known state."""
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable store URL>"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying what failed: the driver's own first line rather than SQLAlchemy's wrapping."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{cause.__class__.__name__}: {lines[0] if lines else 'no detail'}"[:500]
 
 
 def create_store_engine(url: str, **kwargs: Any) -> Engine:
@@ -49,7 +65,11 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
 
 
 def upgrade_schema(url: str) -> None:
-    """Bring the store's schema to the newest version (Alembic `upgrade head`)."""
+    """Bring the store's schema to the newest version (Alembic `upgrade head`).
+
+    Raises StoreUnavailable, naming the store (password masked) and what failed, when the store cannot be
+    reached or fails; nothing else of the database driver's escapes.
+    """
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # before import: it logs while loading plugins
@@ -58,9 +78,12 @@ def upgrade_schema(url: str) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(files("strangler.store") / "migrations"))
-    engine = create_store_engine(url, poolclass=NullPool) if make_url(url).get_backend_name() != "sqlite" else (
-        create_store_engine(url)
-    )
+    try:
+        engine = create_store_engine(url, poolclass=NullPool) if make_url(url).get_backend_name() != "sqlite" else (
+            create_store_engine(url)
+        )
+    except (SQLAlchemyError, ImportError) as exc:  # an unknown dialect or a driver that is not installed
+        raise StoreUnavailable(f"the store at {redact_url(url)} cannot be used: {describe_failure(exc)}") from exc
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -69,5 +92,8 @@ def upgrade_schema(url: str) -> None:
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"the store at {redact_url(url)} is unreachable or failing: "
+                               f"{describe_failure(exc)}") from exc
     finally:
         engine.dispose()
