@@ -17,6 +17,8 @@ import orjson
 
 UNAVAILABLE = "__debezium_unavailable_value"  # an unchanged TOAST value: not sent by the database
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DATE = _EPOCH.date()
+_timedelta = dt.timedelta
 _DECIMAL = "org.apache.kafka.connect.data.Decimal"
 _VARIABLE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
 
@@ -111,6 +113,8 @@ def _decimal(field: dict[str, Any], value: Any) -> Any:
 
 def to_time(value: Any) -> dt.datetime | None:
     """A time from a Debezium-rendered value: ISO-8601 text, or epoch days / seconds / ms / us by size."""
+    if type(value) is int and -719_000 < value < 1_000_000:  # the commonest: a Date column, epoch days
+        return _EPOCH + _timedelta(days=value)
     if value is None or value == UNAVAILABLE:
         return None
     if isinstance(value, dt.datetime):
@@ -138,6 +142,8 @@ def to_time(value: Any) -> dt.datetime | None:
 
 def to_date(value: Any) -> dt.date | None:
     """A date from epoch days or ISO text (a datetime's date part when it has one)."""
+    if type(value) is int and -719_000 < value < 1_000_000:  # epoch days (io.debezium.time.Date)
+        return _EPOCH_DATE + _timedelta(days=value)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
     if isinstance(value, str) and len(value) == 10:

@@ -30,7 +30,14 @@ from strangler.events.envelope import (
     to_time,
     unwrap_key,
 )
-from strangler.events.model import DomainEvent, payload_model, time_fields, validation_reason
+from strangler.events.model import (
+    DomainEvent,
+    PayloadValidator,
+    assemble_event,
+    payload_model,
+    time_fields,
+    validation_reason,
+)
 from strangler.events.outbox import OutboxRouter
 
 NAMESPACE = uuid.UUID("6f1d3c1e-9a55-4c0e-8a8e-5f0c2b7a9d41")
@@ -72,6 +79,7 @@ class _Plan:
     keys: tuple[str, ...]
     fields: tuple[tuple[str, str, type[dt.date] | None], ...]  # (payload field, column, time type or None)
     model: type[BaseModel]
+    validate: PayloadValidator
     event_type: str
     version: int
 
@@ -81,13 +89,14 @@ class DomainEventMapper:
         self.config = config
         self.models: dict[str, type[BaseModel]] = {name: payload_model(name, t) for name, t in config.types.items()}
         self._plans: dict[str, list[_Plan]] = {}
+        validators = {name: PayloadValidator(self.models[name], t.payload) for name, t in config.types.items()}
         for rule in config.rules:
             model, times = self.models[rule.event], time_fields(self.models[rule.event])
             declared = config.types[rule.event]
             self._plans.setdefault(rule.table, []).append(_Plan(
                 rule, (rule.key,) if isinstance(rule.key, str) else tuple(rule.key),
                 tuple((name, column, times.get(name)) for name, column in rule.payload.items()),
-                model, declared.name or rule.event, declared.version))
+                model, validators[rule.event], declared.name or rule.event, declared.version))
         self._outbox = {route.table: OutboxRouter(route, config, self.models) for route in config.outbox}
         self._unmapped_is_dead = config.dead_letter.unmapped_tables
 
@@ -168,28 +177,29 @@ class DomainEventMapper:
                 value = to_time(value) if kind is dt.datetime else to_date(value)
             raw[name] = value
         try:
-            payload = plan.model.model_validate(raw)
+            payload = plan.validate(raw)
         except ValidationError as exc:
             raise MappingError(f"payload does not validate: {validation_reason(exc)}") from None
         sequence = source_sequence(envelope, position)
         source = self.config.source
         identity = "|".join((source, envelope.table, sequence, canonical(key) or canonical(row), plan.event_type,
                              str(plan.version), str(ordinal)))
-        return DomainEvent(
-            event_id=event_id(identity),
-            event_type=plan.event_type,
-            event_version=plan.version,
-            aggregate_type=rule.aggregate_type,
-            aggregate_id=":".join(ids),
-            event_time=commit_time(envelope),
-            effective_time=to_time(row.get(rule.effective_time)) if rule.effective_time else None,
-            processing_time=now,
-            source=source,
-            sequence=sequence,
-            correlation_id=text(row.get(rule.correlation_id)) if rule.correlation_id else None,
-            causation_id=text(row.get(rule.causation_id)) if rule.causation_id else None,
-            payload=payload.model_dump(mode="json"),
-        )
+        # every value below is of the envelope's declared type, so the event is assembled without validation
+        return assemble_event({
+            "event_id": event_id(identity),
+            "event_type": plan.event_type,
+            "event_version": plan.version,
+            "aggregate_type": rule.aggregate_type,
+            "aggregate_id": ":".join(ids),
+            "event_time": commit_time(envelope),
+            "effective_time": to_time(row.get(rule.effective_time)) if rule.effective_time else None,
+            "processing_time": now,
+            "source": source,
+            "sequence": sequence,
+            "correlation_id": text(row.get(rule.correlation_id)) if rule.correlation_id else None,
+            "causation_id": text(row.get(rule.causation_id)) if rule.causation_id else None,
+            "payload": payload,
+        })
 
 
 def event_id(identity: str) -> str:
