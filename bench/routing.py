@@ -9,8 +9,13 @@
    `bench/proxy.py`'s strangler configuration (one capability), all in front of one nginx, in interleaved
    rounds so that the machine's other load falls on each alike; medians.
 
-    python bench/routing.py                       # both parts; rewrites its section of bench/RESULTS.md
+3. Overlap check at start-up: the 2,000 templates of part 1 checked for overlaps across capabilities by
+   comparing every pair (the check before `OverlapIndex`, kept here as the baseline) and through
+   `OverlapIndex`, alternating in rounds; medians of wall and CPU time, the other processes' load beside them.
+
+    python bench/routing.py                       # all parts; rewrites its section of bench/RESULTS.md
     python bench/routing.py --decision-only --no-write
+    python bench/routing.py --overlap-only        # part 3 only; rewrites only its part of the section
     python bench/routing.py --duration 3 --rounds 1 --no-write     # a quick look
 """
 
@@ -43,11 +48,14 @@ import proxy as proxy_bench  # noqa: E402  (bench/proxy.py: processes, nginx, wr
 from strangler.config import StranglerConfig  # noqa: E402
 from strangler.routing.refresh import FlagCache  # noqa: E402
 from strangler.routing.router import Router, initial_flags  # noqa: E402
+from strangler.routing.routes import OverlapIndex, RouteTemplate, parse_route, templates_overlap  # noqa: E402
 from strangler.routing.sticky import request_key  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION_START = "<!-- bench/routing.py: start -->"
 SECTION_END = "<!-- bench/routing.py: end -->"
+OVERLAP_START = "<!-- bench/routing.py overlap: start -->"
+OVERLAP_END = "<!-- bench/routing.py overlap: end -->"
 CAPABILITIES = 200
 MODES = ["legacy", "shadow", "canary", "new", "new-only"]
 STICKY = ["path:id", "header:x-user", "cookie:uid"]
@@ -209,6 +217,119 @@ def measure_decisions(rounds: int, per_round: int) -> DecisionResult:
     return result
 
 
+# --- part 3: the overlap check at start-up ---------------------------------------------------------------
+
+
+def pairwise_overlap_check(routes: list[tuple[str, int, RouteTemplate]]) -> tuple[str, int] | None:
+    """The check as it was: every template against every earlier one of another capability."""
+    seen: list[tuple[str, int, RouteTemplate]] = []
+    for cap, i, template in routes:
+        for other_cap, _, other in seen:
+            if other_cap != cap and templates_overlap(template, other):
+                return cap, i
+        seen.append((cap, i, template))
+    return None
+
+
+def indexed_overlap_check(routes: list[tuple[str, int, RouteTemplate]]) -> tuple[str, int] | None:
+    index = OverlapIndex()
+    for cap, i, template in routes:
+        if index.first_overlap(cap, template) is not None:
+            return cap, i
+        index.add(cap, i, template)
+    return None
+
+
+@dataclass
+class OverlapResult:
+    routes: int = 0
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    validate_ms: list[float] = field(default_factory=list)  # the whole configuration validated, index in use
+
+    def median(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.rounds)
+
+
+def _timed(check: Callable[[list[tuple[str, int, RouteTemplate]]], tuple[str, int] | None],
+           routes: list[tuple[str, int, RouteTemplate]]) -> tuple[float, float, float]:
+    """(wall ms, our CPU ms, other processes' cores) of one run of `check`, which must find no overlap."""
+    busy0, cpu0, t0 = proxy_bench.machine_cpu_seconds()[0], time.process_time(), time.perf_counter()
+    found = check(routes)
+    busy1, cpu1, t1 = proxy_bench.machine_cpu_seconds()[0], time.process_time(), time.perf_counter()
+    if found is not None:
+        raise RuntimeError(f"the benchmark's routes overlap at {found}")
+    wall = t1 - t0
+    return wall * 1000, (cpu1 - cpu0) * 1000, max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall if wall else 0.0
+
+
+def measure_overlap_check(rounds: int) -> OverlapResult:
+    document = config_document("http://127.0.0.1:1", "http://127.0.0.1:2", store="sqlite://")
+    routes = [(name, i, parse_route(text)) for name, cap in document["capabilities"].items()
+              for i, text in enumerate(cap["routes"])]
+    result = OverlapResult(routes=len(routes))
+    for n in range(rounds):
+        first, second = (pairwise_overlap_check, indexed_overlap_check) if n % 2 == 0 else (
+            indexed_overlap_check, pairwise_overlap_check)
+        timings = {check.__name__: _timed(check, routes) for check in (first, second)}
+        before, after = timings["pairwise_overlap_check"], timings["indexed_overlap_check"]
+        row = {"before_ms": before[0], "before_cpu_ms": before[1], "before_others": before[2],
+               "after_ms": after[0], "after_cpu_ms": after[1], "after_others": after[2]}
+        started = time.perf_counter()
+        StranglerConfig.model_validate(document)
+        result.validate_ms.append((time.perf_counter() - started) * 1000)
+        result.rounds.append(row)
+        print(f"  overlap round {n + 1}: pairwise {row['before_ms']:.0f} ms (CPU {row['before_cpu_ms']:.0f}, "
+              f"others {row['before_others']:.2f} cores), indexed {row['after_ms']:.1f} ms (CPU "
+              f"{row['after_cpu_ms']:.1f}, others {row['after_others']:.2f} cores), whole configuration "
+              f"{result.validate_ms[-1]:.0f} ms", flush=True)
+    return result
+
+
+def overlap_report(result: OverlapResult, info: dict[str, str]) -> str:
+    r = result
+    ratio = statistics.median(row["before_ms"] / row["after_ms"] for row in r.rounds)
+    others = [row[k] for row in r.rounds for k in ("before_others", "after_others")]
+    lines = [
+        OVERLAP_START,
+        "### Overlap check at start-up",
+        "",
+        f"{info.get('date', datetime.date.today().isoformat())}; {info.get('cpus (nproc)')} cpus "
+        f"({info.get('cpu')}), python speed: {info.get('python speed')}. The {r.routes:,} templates above "
+        "checked for overlaps across capabilities (none overlap, so every template is checked against all before "
+        "it): `pairwise`, every template compared with every earlier one (the check before `OverlapIndex`), "
+        "against `indexed`, `OverlapIndex` (a segment trie walked only along the branches a request could share "
+        f"with the new template), alternating which goes first, {len(r.rounds)} rounds, medians. Other processes "
+        f"used {min(others):.2f} to {max(others):.2f} of the cores meanwhile.",
+        "",
+        "| check | wall ms | CPU ms |",
+        "|---|---:|---:|",
+        f"| pairwise (before) | {r.median('before_ms'):.0f} | {r.median('before_cpu_ms'):.0f} |",
+        f"| indexed (after) | {r.median('after_ms'):.1f} | {r.median('after_cpu_ms'):.1f} |",
+        "",
+        "Per round, wall ms (pairwise / indexed): " + "; ".join(
+            f"{row['before_ms']:.0f} / {row['after_ms']:.1f}" for row in r.rounds) + ".",
+        "",
+        f"Median of the per-round ratios: {ratio:.0f}x faster. Validating the whole configuration (pydantic, "
+        f"cross-references, the indexed overlap check): median {statistics.median(r.validate_ms):.0f} ms.",
+        OVERLAP_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_overlap_results(part: str) -> None:
+    """Replace only the overlap part of this benchmark's section (or add it at the section's end)."""
+    text = RESULTS.read_text()
+    if OVERLAP_START in text and OVERLAP_END in text:
+        head, rest = text.split(OVERLAP_START, 1)
+        text = head + part.rstrip("\n") + rest.split(OVERLAP_END, 1)[1]
+    elif SECTION_END in text:
+        head, rest = text.split(SECTION_END, 1)
+        text = head.rstrip("\n") + "\n\n" + part + SECTION_END + rest
+    else:
+        raise SystemExit(f"no section {SECTION_START} in {RESULTS}: run the whole benchmark first")
+    RESULTS.write_text(text)
+
+
 # --- part 2: throughput ---------------------------------------------------------------------------------------
 
 
@@ -356,7 +477,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(info: dict[str, str], args: argparse.Namespace, decisions: DecisionResult | None,
-           cells: list[Cell] | None) -> str:
+           cells: list[Cell] | None, overlaps: OverlapResult | None = None) -> str:
     today = datetime.date.today().isoformat()
     lines = [SECTION_START, "## Routing decision and flag machinery", "",
              f"`python bench/routing.py` on {today}; machine:", ""]
@@ -430,6 +551,8 @@ def report(info: dict[str, str], args: argparse.Namespace, decisions: DecisionRe
             f"{verdict(ratio >= TARGETS['throughput_ratio'])}; by the median per-round req/s ratio {paired:.3f}, "
             f"{verdict(paired >= TARGETS['throughput_ratio'])}.",
         ]
+    if overlaps is not None:
+        lines += ["", overlap_report(overlaps, info).rstrip("\n")]
     if args.notes and Path(args.notes).exists():
         lines += ["", Path(args.notes).read_text().strip()]
     lines.append(SECTION_END)
@@ -451,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decision-only", action="store_true")
     parser.add_argument("--throughput-only", action="store_true")
+    parser.add_argument("--overlap-only", action="store_true", help="part 3 only")
+    parser.add_argument("--overlap-rounds", type=int, default=5)
     parser.add_argument("--decision-rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=40_000, help="hit requests per decision round")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -467,6 +592,14 @@ def main(argv: list[str] | None = None) -> int:
         return serve_static(args.serve_static)
     info = proxy_bench.machine()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    if args.overlap_only:
+        part = overlap_report(measure_overlap_check(args.overlap_rounds), info)
+        print("\n" + part)
+        if not args.no_write:
+            write_overlap_results(part)
+            print(f"wrote {RESULTS}")
+        return 0
+    overlaps = None if args.throughput_only else measure_overlap_check(args.overlap_rounds)
     decisions = None if args.throughput_only else measure_decisions(args.decision_rounds, args.per_round)
     cells = None
     if not args.decision_only:
@@ -475,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {tool} is not installed (apt-get install {tool})", file=sys.stderr)
                 return 2
         cells = measure_throughput(args)
-    section = report(info, args, decisions, cells)
+    section = report(info, args, decisions, cells, overlaps)
     print("\n" + section)
     if not args.no_write:
         write_results(section)

@@ -27,7 +27,7 @@ from strangler.precedence.coverage import uncovered_fields
 from strangler.precedence.rules import PrecedenceRules
 from strangler.reconcile.config import ReconcileConfig
 from strangler.routing.config import CapabilityConfig, FlagsConfig
-from strangler.routing.routes import parse_route, templates_overlap
+from strangler.routing.routes import OverlapIndex, parse_route
 from strangler.shadow.config import DivergenceStoreConfig, OutcomesConfig
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -90,19 +90,19 @@ class StranglerConfig(GatewayConfigMixin):
                     raise _KeyProblem(("reconcile", "jobs", job_name, "fields"),
                                       f"entity {job.entity!r} {why} the compared fields {', '.join(uncovered)} "
                                       f"(add precedence.entities.{job.entity}.groups, or no_authority: report)")
-        seen: list[tuple[str, int, Any]] = []
+        seen = OverlapIndex()
         for cap_name, cap in self.capabilities.items():
             for i, text in enumerate(cap.routes):
                 template = parse_route(text)
-                for other_cap, other_i, other in seen:
-                    # within one capability an overlap is harmless: either template routes to it
-                    if other_cap != cap_name and templates_overlap(template, other):
-                        raise _KeyProblem(
-                            ("capabilities", cap_name, "routes", i),
-                            f"route {text!r} overlaps {other.text!r} "
-                            f"(capabilities.{other_cap}.routes[{other_i}])",
-                        )
-                seen.append((cap_name, i, template))
+                # within one capability an overlap is harmless: either template routes to it
+                other = seen.first_overlap(cap_name, template)
+                if other is not None:
+                    raise _KeyProblem(
+                        ("capabilities", cap_name, "routes", i),
+                        f"route {text!r} overlaps {other.template.text!r} "
+                        f"(capabilities.{other.capability}.routes[{other.index}])",
+                    )
+                seen.add(cap_name, i, template)
         return self
 
 

@@ -117,6 +117,106 @@ def _segments_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteOverlap:
+    """An earlier template that a new one overlaps: its capability, its position in that capability's routes."""
+
+    capability: str
+    index: int
+    template: RouteTemplate
+
+
+# (insertion order, capability, index in its routes, template)
+_Entry = tuple[int, str, int, RouteTemplate]
+
+
+@dataclass(slots=True)
+class _OverlapNode:
+    literals: dict[str, _OverlapNode] = field(default_factory=dict)
+    param: _OverlapNode | None = None
+    ends: list[_Entry] = field(default_factory=list)  # templates ending here
+    rest: list[_Entry] = field(default_factory=list)  # templates whose {rest:path} tail starts here
+
+
+class OverlapIndex:
+    """The templates checked so far, in a segment trie, so that a new template is compared only with those a
+    request could match together with it: the walk follows the new template's literal into the same literal
+    branch and the parameter branch, a parameter into every non-empty literal branch and the parameter
+    branch, a `{rest:path}` tail into the whole subtree. Each step of the walk visits a different node, so a
+    lookup costs the branches it can share with others instead of one comparison per stored template; the
+    method is compared at the candidates found. `first_overlap` answers exactly what comparing the new
+    template with every stored one in order (`templates_overlap`) would.
+    """
+
+    def __init__(self) -> None:
+        self._root = _OverlapNode()
+        self._count = 0
+
+    def add(self, capability: str, index: int, template: RouteTemplate) -> None:
+        entry = (self._count, capability, index, template)
+        self._count += 1
+        node = self._root
+        for seg in template.segments:
+            kind = _kind(seg)
+            if kind == "rest":
+                node.rest.append(entry)
+                return
+            if kind == "param":
+                if node.param is None:
+                    node.param = _OverlapNode()
+                node = node.param
+            else:
+                node = node.literals.setdefault(seg, _OverlapNode())
+        node.ends.append(entry)
+
+    def first_overlap(self, capability: str, template: RouteTemplate) -> RouteOverlap | None:
+        """The earliest stored template of another capability that `template` overlaps, or None."""
+        found: list[_Entry] = []
+        self._walk(self._root, template.segments, 0, found)
+        best: _Entry | None = None
+        for entry in found:
+            other = entry[3]
+            if entry[1] == capability or (best is not None and entry[0] >= best[0]):
+                continue
+            if other.method == template.method or "*" in (other.method, template.method):
+                best = entry
+        return RouteOverlap(best[1], best[2], best[3]) if best is not None else None
+
+    def _walk(self, node: _OverlapNode, segs: tuple[str, ...], i: int, found: list[_Entry]) -> None:
+        if i == len(segs):
+            found.extend(node.ends)  # a stored {rest:path} here needs one more segment: no overlap
+            return
+        found.extend(node.rest)  # a stored tail from here matches whatever the rest of `segs` matches
+        seg = segs[i]
+        kind = _kind(seg)
+        if kind == "rest":  # the new tail matches every stored template with a segment left here
+            self._collect_below(node, found)
+            return
+        if kind == "literal":
+            child = node.literals.get(seg)
+            if child is not None:
+                self._walk(child, segs, i + 1, found)
+            if node.param is not None and seg != "":  # a parameter never matches an empty segment
+                self._walk(node.param, segs, i + 1, found)
+            return
+        for literal, child in node.literals.items():
+            if literal != "":
+                self._walk(child, segs, i + 1, found)
+        if node.param is not None:
+            self._walk(node.param, segs, i + 1, found)
+
+    def _collect_below(self, node: _OverlapNode, found: list[_Entry]) -> None:
+        """Every template stored beneath `node` (its own ends and tails are not beneath it)."""
+        stack = [*node.literals.values(), *([node.param] if node.param is not None else [])]
+        while stack:
+            below = stack.pop()
+            found.extend(below.ends)
+            found.extend(below.rest)
+            stack.extend(below.literals.values())
+            if below.param is not None:
+                stack.append(below.param)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteMatch:
     capability: str
     template: RouteTemplate
