@@ -52,6 +52,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.capability is not None and args.capability not in config.capabilities:
         print(f"error: unknown capability {args.capability!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.drift_limit < 1:
+        print(f"error: --drift-limit must be at least 1, got {args.drift_limit}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     import json
 
     from strangler.app import utcnow
@@ -60,15 +63,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from strangler.shadow.store import SqlDivergenceStore
     from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
 
+    from strangler.reconcile.report import drift_jobs, jobs_of_capability, render_drift_table
+    from strangler.reconcile.store import SqlDriftStore
+
+    jobs = config.reconcile.jobs
+    names = jobs_of_capability(jobs, config.precedence, args.capability) if args.capability else list(jobs)
     try:
         upgrade_schema(config.store)
-        evidence = ShadowEvidence(SqlDivergenceStore(create_store_engine(config.store)), config.capabilities, utcnow)
+        engine = create_store_engine(config.store)
+        evidence = ShadowEvidence(SqlDivergenceStore(engine), config.capabilities, utcnow)
         report = build_report(evidence, [args.capability] if args.capability else None)
+        report["drift"] = drift_jobs(SqlDriftStore(engine), jobs, names, utcnow(), args.drift_limit)
     except (StoreUnavailable, OSError) as exc:
         print(f"error: cannot read the store: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     if args.format == "table" and not args.output:
         render_table(report)
+        from rich.console import Console
+
+        render_drift_table(Console(), report["drift"])
         return EXIT_OK
     text = render_html(report) if args.format == "html" else json.dumps(report, indent=2, default=str)
     if args.output:
@@ -129,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconcile_parser(sub)
     add_cdc_parser(sub)
 
-    p = sub.add_parser("report", help="the divergence report, read from the store")
+    p = sub.add_parser("report", help="the divergence report and the open state drift, read from the store")
     p.add_argument("-c", "--config", required=True, metavar="FILE")
-    p.add_argument("--capability", help="one capability (default: all)")
+    p.add_argument("--capability", help="one capability and the reconciliation jobs of its entities (default: all)")
+    p.add_argument("--drift-limit", type=int, default=1000, metavar="N",
+                   help="drift records read per reconciliation job (default 1000)")
     p.add_argument("--format", choices=["table", "json", "html"], default="table")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     p.set_defaults(func=cmd_report)
