@@ -2,8 +2,10 @@
 
 Status, the configured headers and the body are compared. Raw bytes are compared first; JSON bodies are
 parsed only when they differ and then walked structurally, every difference reported as a JSON Pointer
-with both values. Options per capability: `ignore`, `unordered`, `numeric_tolerance`, timestamps equal
-within a tolerance, case-insensitive strings. Non-JSON bodies are equal or different, with hashes.
+with both values. When the primary body is canonical compact JSON, the bytes locate the one value that
+can differ and only that is parsed and walked on the other side (`splice`); otherwise whole documents.
+Options per capability: `ignore`, `unordered`, `numeric_tolerance`, timestamps equal within a tolerance,
+case-insensitive strings. Non-JSON bodies are equal or different, with hashes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from strangler.shadow.config import CompareConfig
+from strangler.shadow.splice import Splice, splice
 
 MISSING = "<missing>"
 
@@ -145,16 +148,47 @@ class Comparator:
         if is_json(primary.content_type) or is_json(other.content_type):
             try:
                 a_doc = orjson.loads(primary.body)
-                b_doc = orjson.loads(other.body)
+                spliced = splice(primary.body, a_doc, other.body, self._stop)
+                if spliced is not None:
+                    found = self._spliced(spliced)
+                else:
+                    found = self._documents(a_doc, orjson.loads(other.body))
             except orjson.JSONDecodeError:
                 pass
             else:
-                out += self._documents(a_doc, b_doc)
+                out += found
                 return out
         out.append(FieldDifference("body", _digest(primary.body), _digest(other.body)))
         return out
 
-    def _documents(self, a: Any, b: Any) -> list[FieldDifference]:
+    def _spliced(self, spliced: Splice) -> list[FieldDifference]:
+        """The differences of two documents that are byte-identical around one value (`splice`)."""
+        nodes = self._nodes_at(spliced.parts)
+        if nodes is None:
+            return []
+        path = "".join(["/" + _token(str(part)) for part in spliced.parts])
+        return self._documents(spliced.primary, spliced.other, path, nodes)
+
+    def _nodes_at(self, parts: tuple[str | int, ...]) -> tuple[_Node, ...] | None:
+        """The pattern nodes that apply at `parts`; None if it is at or beneath an ignored pattern."""
+        if self.patterns.empty:
+            return ()
+        nodes: tuple[_Node, ...] = (self.patterns.root,)
+        for part in parts:
+            if any(n.ignore for n in nodes):
+                return None
+            nodes = _advance(nodes, str(part))
+        return None if any(n.ignore for n in nodes) else nodes
+
+    def _stop(self, parts: tuple[str | int, ...]) -> bool:
+        """Whether a splice must not descend below `parts`: an ignored or unordered pattern applies there."""
+        if self.patterns.empty:
+            return False
+        nodes = self._nodes_at(parts)
+        return nodes is None or any(n.unordered for n in nodes)
+
+    def _documents(self, a: Any, b: Any, path: str = "", nodes: tuple[_Node, ...] | None = None
+                   ) -> list[FieldDifference]:
         """The differences of two parsed documents.
 
         Subtrees that Python finds equal (`==`, in C) are skipped, and confirmed all at once afterwards:
@@ -162,15 +196,16 @@ class Comparator:
         (as they are, then with sorted keys); should they differ (a bool met a number, or 1 met 1.0), the
         documents are walked again confirming each subtree on its own.
         """
-        nodes = () if self.patterns.empty else (self.patterns.root,)
+        if nodes is None:
+            nodes = () if self.patterns.empty else (self.patterns.root,)
         found: list[FieldDifference] = []
         skipped: list[Any] = []  # pairs of equal-looking subtrees, flattened: a0, b0, a1, b1, ...
-        self._walk(a, b, "", nodes, found, skipped)
+        self._walk(a, b, path, nodes, found, skipped)
         if skipped:
             left, right = skipped[0::2], skipped[1::2]
             if orjson.dumps(left) != orjson.dumps(right) and _canonical(left) != _canonical(right):
                 found = []
-                self._walk(a, b, "", nodes, found, None)
+                self._walk(a, b, path, nodes, found, None)
         return found
 
     def _walk(self, a: Any, b: Any, path: str, nodes: tuple[_Node, ...], out: list[FieldDifference],

@@ -21,7 +21,11 @@ def response(body: Any, *, status: int = 200, content_type: str = JSON, **header
 
 
 def diff(a: Any, b: Any, **options: Any) -> list[tuple[str, Any, Any]]:
-    found = compare_responses(response(a), response(b), CompareConfig(**options))
+    """The differences, found alike from canonical bodies (spliced) and from indented ones (whole documents)."""
+    config = CompareConfig(**options)
+    found = compare_responses(response(a), response(b), config)
+    indented = [response(orjson.dumps(doc, option=orjson.OPT_INDENT_2)) for doc in (a, b)]
+    assert compare_responses(indented[0], indented[1], config) == found
     return [(d.path, d.primary, d.other) for d in found]
 
 
