@@ -32,6 +32,7 @@ from strangler.maturity.store import SqlLedgerStore
 from strangler.openapi import openapi_route
 from strangler.precedence.rules import PrecedenceRules, Side, response_classifier, serving_side
 from strangler.reconcile.admin_api import drift_routes
+from strangler.reconcile.report import drift_jobs
 from strangler.reconcile.scheduler import ReconcileScheduler
 from strangler.reconcile.service import Reconciliation
 from strangler.routing.admin_api import flag_routes
@@ -219,7 +220,9 @@ def build_admin(
             openapi_route(),
             *dashboard_routes(
                 DashboardSources(service, evidence, ledger, config.maturity, utcnow,
-                                 cdc=cdc_status or cdc_status_for(config.cdc), refresher=refresher),
+                                 cdc=cdc_status or cdc_status_for(config.cdc), refresher=refresher,
+                                 drift=lambda: drift_jobs(reconciliation.store, config.reconcile.jobs,
+                                                          list(config.reconcile.jobs), utcnow(), 200)),
                 config.admin.tokens,
             ),
         ],

@@ -1,6 +1,6 @@
 """What each dashboard page shows, read from the same services the admin API uses (blocking: called off the
-event loop). The pages never compute evidence of their own: the gate, the report and the ledger figures are
-the ones `PUT /flags`, `GET /report` and `GET /maturity` give."""
+event loop). The pages never compute evidence of their own: the gate, the report, the ledger figures and the
+drift are the ones `PUT /flags`, `GET /report`, `GET /maturity` and `GET /drift` give."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from strangler.shadow.report import build_report
 
 MODES = tuple(Mode)
 STUCK_LISTED = 20
+DRIFT_LISTED = 10  # drifted entities listed per reconciliation job on the overview
 
 
 @dataclass
@@ -34,6 +35,8 @@ class DashboardSources:
     clock: Callable[[], dt.datetime]
     cdc: CdcStatusSource = field(default_factory=NoCdcStatus)
     refresher: FlagRefresher | None = None
+    # open state drift per reconciliation job, as `GET /drift` gives it (None: reconciliation not wired in)
+    drift: Callable[[], list[dict[str, Any]]] | None = None
 
 
 def current_flags(sources: DashboardSources) -> dict[str, dict[str, Any]]:
@@ -75,6 +78,8 @@ def overview(sources: DashboardSources) -> dict[str, Any]:
         "capabilities": [_capability(sources, name, flags[name], by_name[name]) for name in flags],
         "cdc": sources.cdc.overview(),
         "maturity": maturity(sources),
+        "drift": sources.drift() if sources.drift is not None else [],
+        "drift_listed": DRIFT_LISTED,
         "generated_at": report["generated_at"],
     }
 

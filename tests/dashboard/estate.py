@@ -45,6 +45,20 @@ capabilities:
   policy:
     legacy: legacy
     routes: ["GET /policies/{{id}}"]
+reconcile:
+  jobs:
+    customers:
+      entity: customer
+      legacy: {{url: "postgresql+psycopg://crm@127.0.0.1:1/crm", table: crm.customers, key: [id]}}
+      new: {{url: "postgresql+psycopg://profile@127.0.0.1:1/profile", table: customers, key: [customer_id]}}
+      fields: {{email: email, full_name: name}}
+      no_authority: report
+    invoices:
+      entity: invoice
+      legacy: {{url: "postgresql+psycopg://crm@127.0.0.1:1/crm", table: crm.invoices, key: [id]}}
+      new: {{url: "postgresql+psycopg://billing@127.0.0.1:1/billing", table: invoices, key: [invoice_id]}}
+      fields: {{total: total}}
+      no_authority: report
 """
 
 
@@ -83,3 +97,20 @@ def seed_comparisons(config: StranglerConfig, *, total: int = 160, divergent_eve
             records.append(ComparisonRecord(at, CAP, "GET /customers/{id}", "GET", "noise", "compared",
                                             f"cid-{i}", "legacy", 200, 200, 3.0, 3.1, (stamp,), ("regression",)))
     SqlDivergenceStore(create_store_engine(config.store)).record(records)
+
+
+def seed_drift(config: StranglerConfig, *, now: dt.datetime | None = None) -> None:
+    """Two runs of the `customers` job an hour apart: customer 7's email drifted since the first, customer 12
+    is missing on the new side since the second; `invoices` has never run."""
+    from strangler.reconcile.drift import EntityDrift, FieldDrift
+    from strangler.reconcile.store import SqlDriftStore
+
+    now = now or dt.datetime.now(dt.UTC)
+    store = SqlDriftStore(create_store_engine(config.store))
+    email = EntityDrift((7,), (FieldDrift("email", "maria@example.nl", "maria@old.example", "no-authority", None),))
+    missing = EntityDrift((12,), (FieldDrift("(row)", '{"email": "jan@example.nl"}', None, "no-authority", None),),
+                          "new")
+    for at, drift in ((now - dt.timedelta(hours=1), [email]), (now - dt.timedelta(minutes=5), [email, missing])):
+        run = store.open_run("customers", "estate", '{"config": "estate"}', at)
+        run = store.chunk_done(run, 0, drift, 2500, 0, at)
+        store.finish(run, at + dt.timedelta(seconds=2), resolve=True)

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright (the system executable;
-no browser is downloaded). Sign in, read a capability, flip it through the form, see the audit entry and a
-refused flip explained; the screenshots are kept under tests/artifacts/."""
+no browser is downloaded). Sign in, see the open state drift, read a capability, flip it through the form, see
+the audit entry and a refused flip explained; the screenshots are kept under tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.dashboard.estate import CAP, TOKEN, UNPROVEN, build_estate, seed_comparisons
+from tests.dashboard.estate import CAP, TOKEN, UNPROVEN, build_estate, seed_comparisons, seed_drift
 from tests.support.echo import ThreadedUvicorn
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -39,6 +39,7 @@ def browser() -> Iterator[Browser]:
 def admin_url(tmp_path: Path) -> Iterator[str]:
     config, parts = build_estate(tmp_path)
     seed_comparisons(config)
+    seed_drift(config)
     server = ThreadedUvicorn(parts.app)
     server.start()
     try:
@@ -67,6 +68,17 @@ def test_sign_in_flip_a_flag_and_see_the_audit_entry(browser: Browser, admin_url
     expect(row).to_contain_text("legacy")
     expect(row).to_contain_text("gate met")
     expect(page.locator("#cdc")).to_contain_text("No connectors configured")
+    drift = page.locator("#drift")
+    expect(drift.get_by_role("heading", name="State drift")).to_be_visible()
+    expect(drift.locator("tr.drift-job")).to_have_count(2)
+    customers = drift.locator("tr.drift-job", has_text="customers")
+    expect(customers).to_contain_text("2")
+    expect(customers).to_contain_text("60 min")
+    expect(drift.locator("tr.drift-job", has_text="invoices")).to_contain_text("never run")
+    stale = drift.locator("tr.drift-entry", has_text="maria@old.example")
+    expect(stale).to_be_visible()
+    expect(stale).to_contain_text("maria@example.nl")
+    expect(drift.locator("tr.drift-entry", has_text="(row)")).to_contain_text("absent")
     page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
     page.get_by_role("link", name=CAP).click()
@@ -85,7 +97,7 @@ def test_sign_in_flip_a_flag_and_see_the_audit_entry(browser: Browser, admin_url
     entry = page.locator("#history tr.audit-entry").first
     expect(entry).to_contain_text("ops")
     expect(entry).to_contain_text("shadow comparisons clean for an hour (MIG-42)")
-    expect(entry).to_contain_text("gate met")
+    expect(entry).to_contain_text("entering shadow is not gated")
     page.screenshot(path=str(ARTIFACTS / "dashboard-capability.png"), full_page=True)
 
     flags = httpx.get(f"{admin_url}/flags", headers={"authorization": f"Bearer {TOKEN}"}).json()["flags"]

@@ -16,7 +16,15 @@ from strangler.dashboard.charts import rate_chart
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.maturity.store import SqlLedgerStore
 from strangler.store import create_store_engine
-from tests.dashboard.estate import CAP, TOKEN, UNPROVEN, build_estate, seed_comparisons
+from tests.dashboard.estate import (
+    CAP,
+    TOKEN,
+    UNPROVEN,
+    build_estate,
+    estate_config,
+    seed_comparisons,
+    seed_drift,
+)
 
 BASE = "http://admin.test"
 
@@ -180,6 +188,37 @@ async def test_stuck_and_failed_changes_are_listed_with_their_stage(tmp_path: Pa
     assert "3 changes in the last 24.0 h · 1 in exception" in page
     assert "cid-stuck" in page and "cid-bad" in page and "cid-fine" not in page
     assert "outcome differs: /street (regression)" in page
+
+
+async def test_the_overview_shows_open_drift_per_reconciliation_job_with_its_age(tmp_path: Path) -> None:
+    config, parts = build_estate(tmp_path)
+    seed_drift(config)
+    async with _signed_in(parts.app) as client:
+        page = (await client.get("/dashboard/")).text
+        api = (await client.get("/drift", headers={"authorization": f"Bearer {TOKEN}"})).json()["jobs"]
+    section = page[page.index('id="drift"'):]
+    jobs = re.findall(r'<tr class="drift-job">(.*?)</tr>', section, re.S)
+    assert len(jobs) == 2
+    customers, invoices = jobs
+    assert "<strong>customers</strong>" in customers and '<span class="badge fail">2</span>' in customers
+    assert "60 min" in customers  # the oldest drift: customer 7, seen first an hour ago
+    assert "done" in customers and "2,500 compared" in customers
+    assert "<strong>invoices</strong>" in invoices and "never run" in invoices and 'badge pass">0<' in invoices
+    entries = re.findall(r'<tr class="drift-entry">(.*?)</tr>', section, re.S)
+    assert len(entries) == 2
+    assert "maria@example.nl" in entries[0] and "maria@old.example" in entries[0] and "60 min" in entries[0]
+    assert "<code>(row)</code>" in entries[1] and "absent" in entries[1] and "5 min" in entries[1]
+    # the panel shows what GET /drift gives
+    assert [(j["job"], j["drifted_entities"]) for j in api] == [("customers", 2), ("invoices", 0)]
+
+
+async def test_without_reconciliation_jobs_the_drift_panel_says_so(tmp_path: Path) -> None:
+    config = estate_config(tmp_path)
+    bare = config.model_copy(update={"reconcile": config.reconcile.model_copy(update={"jobs": {}})})
+    _, parts = build_estate(tmp_path, config=bare)
+    async with _signed_in(parts.app) as client:
+        page = (await client.get("/dashboard/")).text
+    assert "No reconciliation jobs configured" in page[page.index('id="drift"'):]
 
 
 def _cdc_handler(acknowledged: list[int]) -> httpx.MockTransport:
