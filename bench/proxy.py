@@ -1,12 +1,13 @@
 """The proxy benchmark: Strangler against nginx on loopback, in front of one static nginx upstream.
 
 Measured in one run, each with `wrk` at 1 and 50 connections, three times, medians reported: direct to
-the upstream; nginx as a reverse proxy; `strangler serve` (aiohttp upstream client); the same gateway
-with an httpx upstream client (`HttpxUpstreamClient` below); and two floors that show what the Python
-stack costs before any gateway logic (uvicorn answering by itself, and uvicorn with a bare aiohttp
-passthrough). Everything but `strangler serve` and nginx runs in `serve_forked`, which does what
-`strangler serve` does for its workers (one shared socket, forked uvicorn workers with the same
-settings, multiprocess metrics). CPU per request is read from /proc for each process tree.
+the upstream; nginx as a reverse proxy; `strangler serve` (its own HTTP/1.1 upstream client); the same
+gateway with the aiohttp upstream client it had before (`AiohttpUpstreamClient` below, the "before" of
+the client's replacement) and with an httpx one (`HttpxUpstreamClient`); and two floors that show what
+the Python stack costs before any gateway logic (uvicorn answering by itself, and uvicorn with a bare
+passthrough on strangler's upstream client). Everything but `strangler serve` and nginx runs in
+`serve_forked`, which does what `strangler serve` does for its workers (one shared socket, forked uvicorn
+workers with the same settings, multiprocess metrics). CPU per request is read from /proc per process tree.
 
     python bench/proxy.py                  # full run, prints a table, rewrites its section of bench/RESULTS.md
     python bench/proxy.py --duration 3 --repeats 1 --no-write      # quick look
@@ -58,7 +59,7 @@ PATH = "/static"
 BODY = ('{"id":42,"kind":"static","items":[1,2,3,4,5],"pad":"' + "x" * 100)[:98] + '"}'
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONNECTIONS = (1, 50)
-HTTPX_MARKER = "bench: httpx upstream client opened"
+CLIENT_MARKER = "bench: {} upstream client opened"  # printed by a swapped-in client when it is first used
 
 TARGETS = {
     "throughput_share": 20.0,  # strangler req/s as % of nginx-proxy's at 50 connections, at least
@@ -111,9 +112,7 @@ class HttpxUpstreamClient:
         for name in ("user-agent", "accept", "accept-encoding"):  # as the aiohttp adapter skips them
             del client.headers[name]
         self._client = client
-        if not _HttpxOpenedMarker.printed:  # lets the benchmark check that this client is the one in use
-            _HttpxOpenedMarker.printed = True
-            print(HTTPX_MARKER, file=sys.stderr, flush=True)
+        _opened("httpx")
         return client
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
@@ -133,6 +132,94 @@ class HttpxUpstreamClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+# --- the aiohttp upstream client (strangler's hot path before `Http1UpstreamClient`: the "before" row) -------
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "status", "headers")
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.raw_headers
+
+    async def body(self) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+            raise UpstreamUnavailable(f"upstream broke off the response: {exc}") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream stopped sending the response") from exc
+
+    async def close(self) -> None:
+        self._resp.release()
+
+
+class AiohttpUpstreamClient:
+    """The `UpstreamClient` port on one `aiohttp.ClientSession` per upstream, exactly as strangler had it:
+    a bounded connection pool, no decompression, aiohttp's own retry of idempotent requests switched off."""
+
+    def __init__(self, name: str, config: UpstreamConfig) -> None:
+        import aiohttp
+        from yarl import URL
+
+        self.name = name
+        self._base = URL(config.url)
+        self._prefix = self._base.raw_path.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.timeout, sock_connect=config.connect_timeout, sock_read=config.timeout
+        )
+        self._limit = config.pool_size
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=self._limit, limit_per_host=self._limit, ttl_dns_cache=300, enable_cleanup_closed=False
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+        self._session._retry_connection = False
+        _opened("aiohttp")
+        return self._session
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        import aiohttp
+        from yarl import URL
+
+        session = self._session or self._open()
+        url = self._base.with_path(self._prefix + request.target, encoded=True) if "?" not in request.target else (
+            URL(str(self._base.origin()) + self._prefix + request.target, encoded=True)
+        )
+        try:
+            resp = await session.request(
+                request.method, url, headers=request.headers, data=request.body, allow_redirects=False,
+                chunked=True if request.chunked else None, compress=None,
+            )
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(f"cannot connect to upstream {self.name!r}: {exc.os_error}") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(f"upstream {self.name!r} failed: {exc!r}") from exc
+        return _AiohttpResponse(resp)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 # --- a prototype of a leaner upstream client (to measure what the aiohttp layer costs) ------------------------
@@ -281,13 +368,21 @@ class PrototypeHttptoolsClient:
                 conn.transport.close()
 
 
-class _HttpxOpenedMarker:
-    printed = False
+_OPENED: set[str] = set()
+
+
+def _opened(kind: str) -> None:
+    """Say (once per process) that a swapped-in client is the one in use; the benchmark checks the log."""
+    if kind not in _OPENED:
+        _OPENED.add(kind)
+        print(CLIENT_MARKER.format(kind), file=sys.stderr, flush=True)
 
 
 def _load_client(spec: str) -> type[Any]:
     if spec == "httpx":
         return HttpxUpstreamClient
+    if spec == "aiohttp":
+        return AiohttpUpstreamClient
     if spec == "httptools-prototype":
         return PrototypeHttptoolsClient
     module, _, name = spec.partition(":")
@@ -295,35 +390,28 @@ def _load_client(spec: str) -> type[Any]:
 
 
 class PassthroughApp:
-    """The floor for a Python proxy: forward method, path and headers with aiohttp, stream the answer back."""
+    """The floor for a Python proxy: forward method, path and headers with strangler's upstream client
+    (`Http1UpstreamClient`), stream the answer back; no routing, no header rules, no metrics."""
 
-    def __init__(self, upstream_url: str) -> None:
-        self._base = upstream_url.rstrip("/")
-        self._session: Any = None
+    def __init__(self, name: str, upstream: UpstreamConfig) -> None:
+        from strangler.gateway.client import Http1UpstreamClient
+
+        self._client = Http1UpstreamClient(name, upstream)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        import aiohttp
-        from yarl import URL
-
         if scope["type"] != "http":
             return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            )
         headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in (b"host", b"connection")]
-        url = URL(self._base + scope["raw_path"].decode(), encoded=True)
-        resp = await self._session.request(scope["method"], url, headers=headers, allow_redirects=False)
+        request = UpstreamRequest(scope["method"], scope["raw_path"].decode(), headers, None)
+        resp = await self._client.send(request)
         try:
-            out = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in (b"connection", b"keep-alive")]
+            out = [(k.lower(), v) for k, v in resp.headers if k.lower() not in (b"connection", b"keep-alive")]
             await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            resp.release()
+            await resp.close()
 
 
 async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -346,12 +434,12 @@ def _forked_worker(config: Any, sock: socket.socket, app_kind: str, client: str)
     if app_kind == "hello":
         app = hello_app
     elif app_kind == "passthrough":
-        app = PassthroughApp(config.upstreams[config.default_upstream].url)
+        app = PassthroughApp(config.default_upstream, config.upstreams[config.default_upstream])
     else:
         from strangler.app import build_proxy
 
         app = build_proxy(config, CollectorRegistry())  # exactly what a `strangler serve` worker runs...
-        if client != "aiohttp":  # ...with the upstream clients swapped through the port
+        if client != "default":  # ...with the upstream clients swapped through the port
             cls = _load_client(client)
             app.clients = {name: cls(name, up) for name, up in config.upstreams.items()}
     uvicorn.Server(uvicorn_config(app, config)).run(sockets=[sock])
@@ -599,7 +687,7 @@ capabilities:
 def start_strangler(workdir: Path, port: int, upstream_port: int) -> Service:
     conf = strangler_config(workdir, "strangler", port, upstream_port)
     strangler = shutil.which("strangler") or "strangler"
-    return start_service("strangler-aiohttp", [strangler, "--log-level", "WARNING", "serve", "-c", str(conf)], workdir)
+    return start_service("strangler", [strangler, "--log-level", "WARNING", "serve", "-c", str(conf)], workdir)
 
 
 @dataclass(frozen=True)
@@ -607,7 +695,7 @@ class Forked:
     """A configuration served by `serve_forked`: which app, which upstream client."""
 
     app: str  # strangler | passthrough | hello
-    client: str = "aiohttp"  # aiohttp | httpx | MODULE:CLASS
+    client: str = "default"  # default (strangler's own) | aiohttp | httpx | httptools-prototype | MODULE:CLASS
 
 
 def start_forked(workdir: Path, name: str, what: Forked, port: int, upstream_port: int) -> Service:
@@ -820,9 +908,13 @@ def machine() -> dict[str, str]:
             return (done.stdout + done.stderr).strip().splitlines()[0]
         return "unknown"
 
+    from importlib.metadata import version as package_version
+
     import aiohttp
     import uvicorn
+    import uvloop
 
+    prometheus_version = package_version("prometheus-client")
     return {
         "date": version(["date", "-u"]),
         "cpus (nproc)": version(["nproc"]),
@@ -832,7 +924,9 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "nginx": version(["nginx", "-v"]),
         "wrk": version(["wrk", "-v"]).split(" Copyright")[0],
-        "libraries": f"aiohttp {aiohttp.__version__}, httpx {httpx.__version__}, uvicorn {uvicorn.__version__}",
+        "libraries": f"httptools {httptools.__version__}, uvicorn {uvicorn.__version__}, uvloop {uvloop.__version__}, "
+        f"prometheus-client {prometheus_version}; for the comparisons aiohttp {aiohttp.__version__}, "
+        f"httpx {httpx.__version__}",
         "python speed": f"sum(range(10**7)) takes {python_speed_ms():.0f} ms (best of 3)",
     }
 
@@ -851,9 +945,10 @@ def python_speed_ms() -> float:
 CONFIGS: dict[str, tuple[str, Forked | str | None]] = {
     "direct": ("direct to the nginx upstream", None),
     "nginx-proxy": ("nginx reverse proxy (2 workers)", "nginx"),
-    "strangler-aiohttp": ("strangler serve (2 workers, aiohttp client)", "strangler"),
+    "strangler": ("strangler serve (2 workers)", "strangler"),
+    "strangler-aiohttp": ("before: strangler, aiohttp client (2 workers)", Forked("strangler", "aiohttp")),
     "strangler-httpx": ("strangler, httpx client (2 workers)", Forked("strangler", "httpx")),
-    "floor-passthrough": ("floor: uvicorn + bare aiohttp passthrough", Forked("passthrough")),
+    "floor-passthrough": ("floor: uvicorn + bare passthrough, same client", Forked("passthrough")),
     "floor-uvicorn": ("floor: uvicorn answering by itself", Forked("hello")),
 }
 
@@ -889,38 +984,45 @@ def targets_table(measurements: list[Measurement]) -> str:
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("met" if ok else "**missed**")
 
+    def plural(conns: int) -> str:
+        return f"{conns} conn{'s' if conns > 1 else ''}"
+
     rows = ["| measure | value | target | verdict |", "|---|---:|---:|---|"]
-    s50, n50 = med("strangler-aiohttp", 50, "rps"), med("nginx-proxy", 50, "rps")
-    share = 100 * s50 / n50 if s50 and n50 else None
-    rows.append(
-        f"| strangler req/s as % of nginx-proxy's, 50 conns | {_fmt(share, '.1f')}% "
-        f"| >= {TARGETS['throughput_share']:.0f}% | {verdict(None if share is None else share >= 20)} |"
-    )
-    sp, dp = med("strangler-aiohttp", 1, "p50_us"), med("direct", 1, "p50_us")
-    added = sp - dp if sp is not None and dp is not None else None
-    rows.append(
-        f"| added p50 over direct, 1 conn | {_fmt(added)} µs | <= {TARGETS['added_p50_us']:.0f} µs "
-        f"| {verdict(None if added is None else added <= TARGETS['added_p50_us'])} |"
-    )
-    for conns in CONNECTIONS:
-        cpu = med("strangler-aiohttp", conns, "proxy_cpu_us")
+    for name, label in (("strangler", "strangler"), ("strangler-aiohttp", "before (aiohttp client)")):
+        s50, n50 = med(name, 50, "rps"), med("nginx-proxy", 50, "rps")
+        share = 100 * s50 / n50 if s50 and n50 else None
         rows.append(
-            f"| strangler CPU per proxied request, {conns} conn{'s' if conns > 1 else ''} | {_fmt(cpu)} µs "
-            f"| <= {TARGETS['cpu_us']:.0f} µs | {verdict(None if cpu is None else cpu <= TARGETS['cpu_us'])} |"
+            f"| {label}: req/s as % of nginx-proxy's, 50 conns | {_fmt(share, '.1f')}% "
+            f"| >= {TARGETS['throughput_share']:.0f}% | {verdict(None if share is None else share >= 20)} |"
         )
-    for target in ("strangler-aiohttp", "strangler-httpx", "nginx-proxy", "direct"):
+        sp, dp = med(name, 1, "p50_us"), med("direct", 1, "p50_us")
+        added = sp - dp if sp is not None and dp is not None else None
+        rows.append(
+            f"| {label}: added p50 over direct, 1 conn | {_fmt(added)} µs | <= {TARGETS['added_p50_us']:.0f} µs "
+            f"| {verdict(None if added is None else added <= TARGETS['added_p50_us'])} |"
+        )
+        for conns in CONNECTIONS:
+            cpu = med(name, conns, "proxy_cpu_us")
+            rows.append(
+                f"| {label}: CPU per proxied request, {plural(conns)} | {_fmt(cpu)} µs "
+                f"| <= {TARGETS['cpu_us']:.0f} µs | {verdict(None if cpu is None else cpu <= TARGETS['cpu_us'])} |"
+            )
+    for target in ("strangler", "strangler-aiohttp", "strangler-httpx", "nginx-proxy", "direct"):
         one, fifty = med(target, 1, "rps"), med(target, 50, "rps")
         ok = None if one is None or fifty is None else fifty >= one
         rows.append(
             f"| no collapse, {target}: req/s at 50 vs at 1 | {_fmt(fifty)} vs {_fmt(one)} | 50 >= 1 | {verdict(ok)} |"
         )
-    for conns in CONNECTIONS:
-        a, h = med("strangler-aiohttp", conns, "rps"), med("strangler-httpx", conns, "rps")
-        ratio = a / h if a and h else None
-        rows.append(
-            f"| aiohttp / httpx upstream client req/s, {conns} conn{'s' if conns > 1 else ''} "
-            f"| {_fmt(a)} / {_fmt(h)} = {_fmt(ratio, '.2f')}x | (comparison) | - |"
-        )
+    for other in ("strangler-aiohttp", "strangler-httpx"):
+        for conns in CONNECTIONS:
+            a, h = med("strangler", conns, "rps"), med(other, conns, "rps")
+            ca, ch = med("strangler", conns, "proxy_cpu_us"), med(other, conns, "proxy_cpu_us")
+            ratio = a / h if a and h else None
+            cpu_ratio = ca / ch if ca and ch else None
+            rows.append(
+                f"| strangler / {other}, {plural(conns)}: req/s {_fmt(a)} / {_fmt(h)} = {_fmt(ratio, '.2f')}x, "
+                f"CPU per request {_fmt(ca)} / {_fmt(ch)} = {_fmt(cpu_ratio, '.2f')}x | | (comparison) | - |"
+            )
     return "\n".join(rows)
 
 
@@ -929,11 +1031,11 @@ def breakdown_table(measurements: list[Measurement]) -> str:
     by = {(m.target, m.connections): m.median("proxy_cpu_us") for m in measurements}
     layers = [
         ("uvicorn receiving and answering (floor-uvicorn)", "floor-uvicorn", None),
-        ("+ forwarding with a bare aiohttp client (floor-passthrough - floor-uvicorn)", "floor-passthrough",
-         "floor-uvicorn"),
-        ("+ strangler's gateway logic (strangler-aiohttp - floor-passthrough)", "strangler-aiohttp",
-         "floor-passthrough"),
-        ("= strangler serve", "strangler-aiohttp", None),
+        ("+ forwarding with strangler's upstream client, nothing else (floor-passthrough - floor-uvicorn)",
+         "floor-passthrough", "floor-uvicorn"),
+        ("+ strangler's gateway logic (strangler - floor-passthrough)", "strangler", "floor-passthrough"),
+        ("= strangler serve", "strangler", None),
+        ("the aiohttp client instead (strangler-aiohttp - strangler)", "strangler-aiohttp", "strangler"),
     ]
     rows = ["| CPU µs per request | " + " | ".join(f"{c} conn{'s' if c > 1 else ''}" for c in CONNECTIONS) + " |",
             "|---|" + "---:|" * len(CONNECTIONS)]
@@ -941,7 +1043,8 @@ def breakdown_table(measurements: list[Measurement]) -> str:
         cells = []
         for conns in CONNECTIONS:
             value, base = by.get((target, conns)), by.get((minus, conns)) if minus else 0.0
-            cells.append(_fmt(value - base if value is not None and base is not None else None))
+            cells.append(_fmt(value - base if value is not None and base is not None else None, "+.0f"
+                              if label.startswith("the aiohttp") else ".0f"))
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -967,7 +1070,7 @@ def results_section(
         "",
         "CPU µs/req is utime+stime from /proc for every process of the proxy (supervisor and workers), "
         "of the upstream nginx (master and worker), and of wrk, divided by the requests wrk completed. "
-        "The floors and the httpx variant run in `serve_forked` (what `strangler serve` does for its "
+        "The floors and the aiohttp and httpx variants run in `serve_forked` (what `strangler serve` does for its "
         "workers: shared socket, forked uvicorn workers with the same settings, multiprocess metrics). "
         "\"others' CPU\" is what processes outside the benchmark used during the runs (other work on the "
         "machine: the noise in these numbers); each cell first waits for it to drop below 0.25 cores.",
@@ -1100,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
             direct_url = f"http://127.0.0.1:{upstream_port}{PATH}"
             wait_ready(upstream, direct_url)
             for name, (_, what) in configs.items():
-                profiling = name == "strangler-aiohttp" and args.profile > 0
+                profiling = name == "strangler" and args.profile > 0
                 if name not in selected and not profiling:
                     continue
                 if what is None:
@@ -1109,8 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
                 proxy, url = start_config(what, name, workdir, upstream_port)
                 started.append(proxy)
                 wait_ready(proxy, url)
-                if isinstance(what, Forked) and what.client == "httpx":
-                    check_client_in_use(proxy, HTTPX_MARKER)
+                if isinstance(what, Forked) and what.client in ("httpx", "aiohttp"):
+                    check_client_in_use(proxy, CLIENT_MARKER.format(what.client))
                 if name in selected:
                     measurements += measure(name, url, proxy, upstream, args)
                 if profiling:

@@ -22,8 +22,9 @@ from strangler.config import StranglerConfig
 from strangler.dashboard import CdcStatusSource, DashboardSources, cdc_status_for, dashboard_routes
 from strangler.gateway.admin import build_admin_app
 from strangler.gateway.breaker import CircuitBreaker
+from strangler.gateway.client import Http1UpstreamClient
 from strangler.gateway.proxy import ProxyApp
-from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient
+from strangler.gateway.upstream import UpstreamClient
 from strangler.lifecycle import BackgroundTask
 from strangler.maturity.admin_api import maturity_routes
 from strangler.maturity.ledger import StageEvent
@@ -78,7 +79,7 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     engine = create_store_engine(config.store)
     _, cache, refresher = build_flags(config, engine, registry)
     clients: dict[str, UpstreamClient] = {
-        name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
+        name: Http1UpstreamClient(name, up) for name, up in config.upstreams.items()
     }
     shadow_metrics = ShadowMetrics(registry)
     writer = BatchWriter(SqlDivergenceStore(engine), on_drop=shadow_metrics.records_dropped)

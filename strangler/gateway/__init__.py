@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from strangler.gateway.client import Http1UpstreamClient
 from strangler.gateway.proxy import ProxyApp
-from strangler.gateway.upstream import AiohttpUpstreamClient, UpstreamClient, UpstreamRequest
+from strangler.gateway.upstream import UpstreamClient, UpstreamRequest
 
-__all__ = ["AiohttpUpstreamClient", "ProxyApp", "UpstreamClient", "UpstreamRequest"]
+__all__ = ["Http1UpstreamClient", "ProxyApp", "UpstreamClient", "UpstreamRequest"]

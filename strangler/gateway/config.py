@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, ByteSize, Field, SecretStr, field_validator
 
@@ -66,12 +67,14 @@ class UpstreamConfig(Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        from yarl import URL
-
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
+        url = urlsplit(value)
+        try:
+            url.port  # noqa: B018 - raises for a port that is not a number in range
+        except ValueError:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        if url.query_string or url.fragment:
+        if url.query or url.fragment:
             raise ValueError("an upstream URL cannot have a query or fragment")
         return value
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from strangler.gateway.problems import TITLES, problem_body, problem_headers
 
@@ -143,3 +143,18 @@ def bounded_httptools_protocol(max_head_bytes: int, head_timeout: float) -> type
     """A protocol class for `uvicorn.Config(http=...)` with these limits on every request head."""
     limits = {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout}
     return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), limits)
+
+
+def abort_response(send: Any) -> bool:
+    """Close the client's connection under a response that cannot be finished; False if `send` is not
+    uvicorn's httptools cycle (another ASGI server closes the connection itself when the app returns).
+
+    uvicorn logs an error for a response an application leaves unfinished, unless the client is gone:
+    the cycle is marked so, since it is, the moment its connection closes.
+    """
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, RequestResponseCycle):
+        return False
+    cycle.disconnected = True
+    cycle.transport.close()  # what was sent still goes out first; the client sees the message cut short
+    return True

@@ -18,6 +18,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from strangler.gateway.breaker import CircuitBreaker
+from strangler.gateway.client import Http1UpstreamClient
 from strangler.gateway.errors import BodyTooLarge, CircuitOpen, UpstreamError
 from strangler.gateway.framing import FramingRejected, check_framing
 from strangler.gateway.headers import (
@@ -30,13 +31,10 @@ from strangler.gateway.headers import (
 from strangler.gateway.metrics import ProxyMetrics
 from strangler.gateway.paths import PathRejected, normalize_path
 from strangler.gateway.problems import problem_body, problem_headers
+from strangler.gateway.protocol import abort_response
 from strangler.gateway.retry import RetryBudget, call_with_retries
-from strangler.gateway.upstream import (
-    AiohttpUpstreamClient,
-    UpstreamClient,
-    UpstreamRequest,
-    UpstreamResponse,
-)
+from strangler.gateway.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+from strangler.gateway.watch import ClientWatch, DisconnectSweeper
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.routing.router import FlagSource, Route, Router, StaticFlags
 from strangler.routing.sticky import request_key
@@ -108,40 +106,10 @@ class BodyStream:
         return self._done
 
 
-async def _while_client_listens(
-    chunks: AsyncIterator[bytes], receive: Any, body: BodyStream | None
-) -> AsyncIterator[bytes]:
-    """`chunks`, or ClientDisconnected as soon as the client is gone.
-
-    uvicorn silently drops what is sent after a disconnect, so a long or endless response would keep the
-    upstream connection busy until the upstream ends it. From the second chunk on (most responses are one),
-    once the request body is read, a task waits for the client's `http.disconnect`.
-    """
-    watcher: asyncio.Task[None] | None = None
-    seen = 0
-    try:
-        async for chunk in chunks:
-            if watcher is not None:
-                if watcher.done():
-                    raise ClientDisconnected()
-            elif seen and (body is None or body.complete):  # a second chunk: the response may go on
-                watcher = asyncio.create_task(_disconnect(receive))
-            seen += 1
-            yield chunk
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-
-
 async def _captured(chunks: AsyncIterator[bytes], job: ShadowJob) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         job.capture_response(chunk)
         yield chunk
-
-
-async def _disconnect(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _without_shadow_marker(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -172,9 +140,10 @@ class ProxyApp:
         self.lifecycle = list(lifecycle)
         self.router = Router(config.capabilities, flags or StaticFlags(config.capabilities), config.default_upstream)
         self.clients: dict[str, UpstreamClient] = dict(clients) if clients is not None else {
-            name: AiohttpUpstreamClient(name, up) for name, up in config.upstreams.items()
+            name: Http1UpstreamClient(name, up) for name, up in config.upstreams.items()
         }
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+        self._sweeper = DisconnectSweeper()
         self._trusted = TrustedProxies.parse(config.trusted_proxies)
         self._budgets = {name: RetryBudget(config.limits.retry_budget) for name in config.upstreams}
         self._breakers = {
@@ -220,6 +189,7 @@ class ProxyApp:
     async def aclose(self) -> None:
         for client in self.clients.values():
             await client.aclose()
+        self.metrics.flush()
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = scope["headers"]
@@ -289,7 +259,9 @@ class ProxyApp:
             job = self.shadow.begin(route, method, request, cid, prepared.content_length, has_body)
             if job is not None and body is not None and job.request_body is not None:
                 body.tap = job.capture_request
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.request_started()
+        watch = self._sweeper.watch(receive, body)
         started = time.perf_counter()
         status = 0
         try:
@@ -298,6 +270,7 @@ class ProxyApp:
             except UpstreamError as exc:
                 if body is not None and body.disconnected:
                     return
+                watch.finishing()  # the answer is the gateway's own now
                 if body is not None and body.too_large:
                     status = 413
                     return await self._reject(send, 413, f"request body exceeds {limit} bytes", "body_size", cid)
@@ -305,25 +278,31 @@ class ProxyApp:
                 return await self._reject(send, exc.status, str(exc), "upstream", cid, upstream=upstream)
             except BodyTooLarge:
                 status = 413
+                watch.finishing()
                 return await self._reject(send, 413, f"request body exceeds {limit} bytes", "body_size", cid)
             except ClientDisconnected:
                 return
             status = response.status
-            self.metrics.observe_latency(upstream, time.perf_counter() - started)
+            metrics.observe_latency(upstream, time.perf_counter() - started)
             if entity is not None and self.ledger is not None and 200 <= status < 300:
                 self.ledger(StageEvent(cid, entity, Stage.APPLIED, _utcnow(), route.capability))
-            chunks = _while_client_listens(response.body(), receive, body)
+            chunks = response.body()
             if job is not None:  # the shadow job gets a copy of what passes; it never waits for the mirror
                 job.response_started(response.status, response.headers)
                 chunks = _captured(chunks, job)
-            if await self._stream(response, chunks, send, cid) and job is not None:
+            if await self._stream(response, chunks, send, cid, watch, upstream) and job is not None:
                 job.finish(True)
+        except asyncio.CancelledError:
+            # The watch cancelled this task because the client went away: the upstream call is abandoned
+            # and there is nobody to answer. Any other cancellation goes on.
+            task = asyncio.current_task()
+            if not watch.gone or task is None or task.uncancel() > 0:
+                raise
         finally:
+            watch.stop()
             if job is not None:
                 job.finish(False)  # no-op when the response completed
-            self.metrics.in_flight.dec()
-            if status:
-                self.metrics.count_request(capability, route.decision.target, status)
+            metrics.request_finished(capability, route.decision.target, status)
             if self._access_log:
                 self._log_access(scope, path, capability, upstream, status, started, cid)
 
@@ -387,7 +366,10 @@ class ProxyApp:
         breaker.succeeded()
         return response
 
-    async def _stream(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str) -> bool:
+    async def _stream(
+        self, response: UpstreamResponse, chunks: AsyncIterator[bytes], send: Any, cid: str, watch: ClientWatch,
+        upstream: str,
+    ) -> bool:
         """Send the response on; True when it was sent whole."""
         try:
             await send(
@@ -397,8 +379,19 @@ class ProxyApp:
                     "headers": filter_response_headers(response.headers, cid.encode()),
                 }
             )
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError as exc:
+                # The status line is gone: the client must see the response cut short, never a shorter
+                # "whole" one. Closing its connection (rather than raising) keeps this to one log line.
+                self.metrics.broken_responses.labels(upstream).inc()
+                log.warning("upstream %r broke off its response (correlation id %s): %s; closing the client's "
+                            "connection", upstream, cid, exc)
+                watch.finishing()
+                abort_response(send)
+                return False
+            watch.finishing()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return True
         except ClientDisconnected:

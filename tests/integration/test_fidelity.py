@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support.echo import EchoUpstream, header_values, pattern_sha256
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, metric_value
 from tests.support.raw_upstream import RawUpstream
 from tests.support.rawhttp import parse_responses
 from tests.support.rawhttp import request as raw_request
@@ -317,12 +317,24 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(gateway: Gatewa
     ids=["content-length", "chunked"],
 )
 def test_response_the_upstream_breaks_off_is_not_completed_for_the_client(
-    client: httpx.Client, canned_upstream: RawUpstream, upstream_response: bytes
+    gateway: GatewayProcess, client: httpx.Client, canned_upstream: RawUpstream, upstream_response: bytes
 ) -> None:
     # the status line is gone already: the client must see an incomplete message, never a shorter "whole" one
     canned_upstream.response = upstream_response
+    log_before = gateway.log()
+    broken = metric_value(gateway.metrics(), "strangler_upstream_broken_responses_total", upstream="canned")
+    cid = uuid.uuid4().hex
     with pytest.raises(httpx.RemoteProtocolError):
-        client.get("/canned/broken")
+        client.get("/canned/broken", headers={"x-correlation-id": cid})
+    deadline = time.monotonic() + 3
+    while cid not in gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = gateway.log()[len(log_before):]
+    assert [line for line in logged.splitlines() if cid in line] == [
+        line for line in logged.splitlines() if "broke off its response" in line]
+    assert len(logged.strip().splitlines()) == 1, logged  # one line, no traceback, nothing from uvicorn
+    assert metric_value(gateway.metrics(), "strangler_upstream_broken_responses_total", upstream="canned") == (
+        broken + 1)
 
 
 def test_client_that_goes_away_mid_response_releases_the_upstream(
