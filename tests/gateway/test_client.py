@@ -114,6 +114,14 @@ class Scripted:
         return head, await reader.readexactly(int(fields.get(b"content-length", b"0")))
 
 
+async def eventually(condition: Callable[[], bool], limit: float = 10.0) -> None:
+    """Wait until `condition` holds (events on loopback arrive within milliseconds; the limit is generous)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.01)
+
+
 def reset(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -353,7 +361,7 @@ async def test_waiting_for_a_free_connection_is_bounded_by_the_timeout() -> None
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout, match="came free"):
             await fetch(client)
-        assert 0.25 <= time.monotonic() - started < 0.6
+        assert time.monotonic() - started >= 0.28  # the wait's own timeout, not the first request's
         assert (await first)[::2] == (200, b"x" * 10)
         assert server.connections == 1
         await client.aclose()
@@ -379,7 +387,7 @@ async def test_a_cancelled_call_drops_its_connection_and_frees_its_place() -> No
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        await asyncio.wait_for(gone.wait(), 2)
+        await asyncio.wait_for(gone.wait(), 10)
         assert (await fetch(client))[::2] == (200, b"ok")
         await client.aclose()
 
@@ -389,7 +397,8 @@ async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
     try:
         client = client_for(server.url)
         assert (await fetch(client))[::2] == (200, b"ok")
-        await asyncio.sleep(0.1)  # the server's FIN has arrived
+        [conn] = client._idle
+        await eventually(lambda: conn.closed)  # the server's FIN has arrived
         assert (await fetch(client))[::2] == (200, b"ok")
         assert (server.connections, len(server.requests)) == (2, 2)
         await client.aclose()
@@ -427,8 +436,7 @@ async def test_bytes_between_exchanges_put_the_connection_out_of_use() -> None:
     async with Scripted(handle) as server:
         client = client_for(server.url)
         await fetch(client)
-        await asyncio.sleep(0.2)
-        assert client._idle == []
+        await eventually(lambda: client._idle == [])
         assert (await fetch(client))[::2] == (200, b"ok")
         assert server.connections == 2
         await client.aclose()
@@ -458,9 +466,9 @@ async def test_a_connection_that_is_never_accepted_times_out_at_the_connect_time
         try:
             client = client_for(f"http://127.0.0.1:{port}", connect_timeout=0.3)
             started = time.monotonic()
-            with pytest.raises(UpstreamTimeout, match="cannot connect"):
+            with pytest.raises(UpstreamTimeout, match="cannot connect to upstream 'up' within 0.3 s"):
                 await fetch(client)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started >= 0.28
             assert client._open == 0
         finally:
             for filler in fillers:
@@ -493,7 +501,7 @@ async def test_an_upstream_that_never_answers_times_out() -> None:
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout, match="did not answer within 0.3 s"):
             await fetch(client)
-        assert 0.28 <= time.monotonic() - started < 0.6
+        assert time.monotonic() - started >= 0.28
 
 
 @pytest.mark.parametrize(
@@ -534,7 +542,7 @@ async def test_an_answer_that_stalls_mid_body_times_out() -> None:
         with pytest.raises(UpstreamTimeout, match="sent nothing more"):
             async for _ in response.body():
                 pass
-        assert 0.28 <= time.monotonic() - started < 0.6
+        assert time.monotonic() - started >= 0.28
         await response.close()
 
 
@@ -605,7 +613,7 @@ async def test_what_the_body_iterator_raises_comes_out_unchanged() -> None:
         client = client_for(server.url)
         with pytest.raises(Gone):
             await fetch(client, "PUT", "/x", [("content-length", "100")], failing())
-        await asyncio.wait_for(closed.wait(), 2)  # the half-sent request's connection is dropped
+        await asyncio.wait_for(closed.wait(), 10)  # the half-sent request's connection is dropped
         assert client._idle == []
 
 
@@ -640,10 +648,7 @@ async def test_a_body_longer_than_declared_is_cut_at_the_declared_length() -> No
         smuggled = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
         with pytest.raises(UpstreamUnavailable, match="not the 5 declared"):
             await fetch(client, "POST", "/x", [("content-length", "5")], pieces(b"hel", b"lo" + smuggled))
-        for _ in range(100):
-            if len(bodies) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(bodies) == 2)
         assert bodies == [b"hello", b""]
 
 
@@ -652,8 +657,6 @@ async def test_a_body_longer_than_declared_is_cut_at_the_declared_length() -> No
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if not Path("/usr/bin/openssl").exists():
-        pytest.skip("openssl is not installed")
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
