@@ -58,13 +58,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from strangler.app import utcnow
+    from strangler.reconcile.report import drift_jobs, jobs_of_capability, render_drift_table
+    from strangler.reconcile.store import SqlDriftStore
     from strangler.shadow.evidence import ShadowEvidence
     from strangler.shadow.report import build_report, render_html, render_table
     from strangler.shadow.store import SqlDivergenceStore
     from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
-
-    from strangler.reconcile.report import drift_jobs, jobs_of_capability, render_drift_table
-    from strangler.reconcile.store import SqlDriftStore
 
     jobs = config.reconcile.jobs
     names = jobs_of_capability(jobs, config.precedence, args.capability) if args.capability else list(jobs)

@@ -54,7 +54,7 @@ class FieldSpec(Model):
 
 
 class SqlSide(Model):
-    url: str = Field(description="SQLAlchemy URL (PostgreSQL)")
+    url: str = Field(description="SQLAlchemy URL: PostgreSQL, MariaDB or MySQL (mysql+pymysql://), SQLite")
     table: str | None = Field(None, description="schema.table or table")
     query: str | None = Field(None, description="a SELECT whose columns are the key and the mapped fields")
     key: list[str] = Field(min_length=1)

@@ -3,7 +3,7 @@
     StranglerError
     └── ReconcileError
         ├── SideUnavailable     a side's database or service cannot be read
-        ├── UnsupportedSide     a side the comparison cannot read (a database other than PostgreSQL)
+        ├── UnsupportedSide     a side the comparison cannot read (not PostgreSQL, MariaDB/MySQL or SQLite)
         └── RepairFailed        repair events could not all be delivered
 """
 

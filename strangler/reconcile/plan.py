@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy.engine import make_url
 
 from strangler.precedence.rules import Side
 from strangler.reconcile.config import FieldSpec, HttpSide, JobConfig, SqlSide
@@ -88,9 +89,12 @@ def build_plan(name: str, job: JobConfig) -> JobPlan:
     new_cols = [_columns(specs[n], n, job.new, False) for n in names]
     sides: list[Any] = []
     types: list[dict[str, ColumnType] | None] = []
+    # PostgreSQL's own hashes only when both sides are PostgreSQL; otherwise a hash every database computes
+    backends = {make_url(c.url).get_backend_name() for c in (job.legacy, job.new) if isinstance(c, SqlSide)}
+    portable = backends != {"postgresql"}
     for config, cols in ((job.legacy, legacy_cols), (job.new, new_cols)):
         if isinstance(config, SqlSide):
-            side = SqlStateSide(config)
+            side = SqlStateSide(config, portable=portable)
             types.append(side.describe([*config.key, *cols]))
             sides.append(side)
         else:

@@ -1,8 +1,9 @@
-"""A SQL side of a reconciliation job (PostgreSQL, through SQLAlchemy): checksums and rows, read-only.
+"""A SQL side of a reconciliation job (PostgreSQL, MariaDB or MySQL, SQLite; through SQLAlchemy): checksums
+and rows, read-only.
 
 Every value is normalised inside the database to the canonical text of normalise.py, so that checksums of
-rows that are equal after normalisation are equal. Sessions are read-only (`default_transaction_read_only`)
-and each chunk is read in one REPEATABLE READ snapshot.
+rows that are equal after normalisation are equal; what each database computes is in sql_dialects.py.
+Sessions are read-only and each chunk is read in one snapshot (REPEATABLE READ, or SQLite's transaction).
 """
 
 from __future__ import annotations
@@ -10,23 +11,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from strangler.reconcile.bisect import Figures, Leaf, Level
 from strangler.reconcile.config import SqlSide
 from strangler.reconcile.drift import Key
-from strangler.reconcile.errors import SideUnavailable, UnsupportedSide
-from strangler.reconcile.normalise import WHITESPACE, ColumnType, FieldKind
+from strangler.reconcile.errors import SideUnavailable
+from strangler.reconcile.normalise import ColumnType, FieldKind
+from strangler.reconcile.sql_dialects import canonical_sql, dialect_for
 
-_TYPES = {
-    20: "integer", 21: "integer", 23: "integer", 26: "integer", 700: "float", 701: "float", 1700: "decimal",
-    16: "boolean", 1082: "date", 1114: "timestamp", 1184: "timestamp",
-}
-_TRIM = "E'" + WHITESPACE.replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n") + "'"
+__all__ = ["Chunk", "SqlChunkSession", "SqlStateSide", "canonical_sql"]
 _CHUNK_BITS = 40  # hash chunks use bits above those of the buckets
 
 
@@ -49,41 +47,15 @@ class Chunk:
         return f"keys [{'' if self.lo is None else self.lo}, {'' if self.hi is None else self.hi})"
 
 
-def canonical_sql(kind: FieldKind, column: str) -> str:
-    """The SQL expression of a column's canonical text (the twin of normalise.canonical)."""
-    if kind.type == "integer":
-        return f"({column})::bigint::text"
-    if kind.type in ("decimal", "float"):
-        if kind.scale is None:
-            return f"trim_scale(({column})::numeric)::text"
-        return f"round(({column})::numeric, {int(kind.scale)})::text"
-    if kind.type == "boolean":
-        return f"({column})::boolean::text"
-    if kind.type == "date":
-        return f"({column})::date::text"
-    if kind.type == "timestamp":
-        utc = f"(({column})::timestamptz at time zone 'UTC')"
-        unit = {"s": "second", "ms": "milliseconds"}.get(kind.precision)
-        return f"date_trunc('{unit}', {utc})::text" if unit else f"{utc}::text"
-    expr = f"({column})::text"
-    if kind.trim:
-        expr = f"btrim({expr}, {_TRIM})"
-    return f"lower({expr})" if kind.casefold else expr
-
-
 class SqlStateSide:
     """One SQL side: describes its columns, plans chunks, and opens a session per chunk."""
 
-    def __init__(self, config: SqlSide, engine: Engine | None = None) -> None:
+    def __init__(self, config: SqlSide, engine: Engine | None = None, *, portable: bool = False) -> None:
+        """`portable`: hash as every database can (a job whose other side is not PostgreSQL)."""
         self.config = config
         url = make_url(config.url)
-        if url.get_backend_name() != "postgresql":
-            raise UnsupportedSide(f"{url.get_backend_name()} sides are not supported yet (PostgreSQL only)")
-        options = f"-c TimeZone={config.timezone} -c DateStyle=ISO,YMD -c default_transaction_read_only=on"
-        self.engine = engine or create_engine(
-            url, pool_size=2, max_overflow=2,  # a session per chunk: reuse the connections
-            connect_args={"options": options, "application_name": "strangler-reconcile"}
-        )
+        self.dialect = dialect_for(url.get_backend_name(), portable)
+        self.engine = engine or self.dialect.create_engine(url, config)
         prepare = self.engine.dialect.identifier_preparer
         if config.table is not None:
             self.source = ".".join(prepare.quote(part) for part in config.table.split("."))
@@ -96,51 +68,47 @@ class SqlStateSide:
 
     def describe(self, columns: Sequence[str]) -> dict[str, ColumnType]:
         """The type of each named column, as the database reports it (UnsupportedSide if one is unknown)."""
-        select = ", ".join(self._quote(c) for c in columns)
+        quoted = [self._quote(c) for c in columns]
         try:
             with self.engine.connect() as conn:
-                result = conn.execute(text(f"SELECT {select} FROM {self.source} LIMIT 0"))
-                description = result.cursor.description if result.cursor is not None else []
+                result = conn.execute(text(f"SELECT {', '.join(quoted)} FROM {self.source} LIMIT 0"))
+                description = list(result.cursor.description) if result.cursor is not None else []
+                result.close()
+                types = self.dialect.column_types(conn, self.source, self.config.table, quoted, description)
         except SQLAlchemyError as exc:
             raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
-        out = {}
-        for column, item in zip(columns, description, strict=True):
-            oid, declared_scale = cast(int, item[1]), item[5]  # type_code is the type's OID
-            kind = _TYPES.get(oid, "text")
-            scale = 0 if kind == "integer" else (declared_scale if kind == "decimal" else None)
-            out[column] = ColumnType(kind, scale)
-        return out
+        return dict(zip(columns, types, strict=True))
 
     def bind(self, key: Sequence[FieldKind], columns: Sequence[str], kinds: Sequence[FieldKind]) -> None:
         """Fixes the canonical expressions of the key and of the compared columns (in the job's order)."""
+        canonical = self.dialect.canonical
         self.key_integer = [k.type == "integer" for k in key]
-        self.key_exprs = [canonical_sql(k, self._quote(c)) for k, c in zip(key, self.config.key, strict=True)]
-        self.value_exprs = [canonical_sql(k, self._quote(c)) for k, c in zip(kinds, columns, strict=True)]
+        self.key_exprs = [canonical(k, self._quote(c), self.config) for k, c in zip(key, self.config.key, strict=True)]
+        self.value_exprs = [canonical(k, self._quote(c), self.config) for k, c in zip(kinds, columns, strict=True)]
 
     @property
     def key_hash(self) -> str:
-        if len(self.key_exprs) == 1 and self.key_integer[0]:  # no text conversion for the common integer key
-            return f"hashint8extended(({self._quote(self.config.key[0])})::bigint, 0)"
-        joined = self.key_exprs[0] if len(self.key_exprs) == 1 else f"concat_ws(chr(31), {', '.join(self.key_exprs)})"
-        return f"hashtextextended({joined}, 0)"
+        integer = self._quote(self.config.key[0]) if len(self.key_exprs) == 1 and self.key_integer[0] else None
+        return self.dialect.key_hash(self.key_exprs, integer)
 
     @property
     def row_hash(self) -> str:
-        return f"hashtextextended(row({', '.join([*self.key_exprs, *self.value_exprs])})::text, 0)"
+        return self.dialect.row_hash([*self.key_exprs, *self.value_exprs])
 
     def integer_bounds(self) -> tuple[int, int, int] | None:
         """(min, max, estimated rows) of a single integer key; None for other keys or an empty side."""
         if len(self.key_exprs) != 1 or not self.key_integer[0]:
             return None
         column = self._quote(self.config.key[0])
-        row = self._one(f"SELECT min({column})::bigint, max({column})::bigint FROM {self.source}")
+        bigint = self.dialect.bigint
+        row = self._one(f"SELECT {bigint(f'min({column})')}, {bigint(f'max({column})')} FROM {self.source}")
         if row is None or row[0] is None:
             return None
         return int(row[0]), int(row[1]), self.estimate_rows()
 
     def sample_keys(self, rows: int, wanted: int) -> list[int]:
         """About `wanted` values of a single integer key, from a block sample of a table (empty for a query)."""
-        if self.config.table is None or rows <= 0:
+        if self.config.table is None or rows <= 0 or self.dialect.name != "postgresql":
             return []
         # whole pages are sampled: take enough of them that clustered keys still give fair quantiles
         percent = min(100.0, max(100.0 * wanted / rows, 2.0))
@@ -155,7 +123,7 @@ class SqlStateSide:
 
     def estimate_rows(self) -> int:
         """The planner's row estimate of a table (no scan), else an exact count."""
-        if self.config.table is not None:
+        if self.config.table is not None and self.dialect.name == "postgresql":
             row = self._one("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:name)", name=self.source)
             if row is not None and row[0] is not None and row[0] > 0:
                 return int(row[0])
@@ -164,8 +132,8 @@ class SqlStateSide:
 
     def whole_checksum(self) -> tuple[int, int]:
         """Count and sum of row hashes over the whole side (the floor a comparison is measured against)."""
-        row = self._one(f"SELECT count(*), coalesce(sum({self.row_hash}), 0) FROM {self.source}")
-        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        row = self._one(f"SELECT count(*), {self.dialect.sum(self.row_hash)} FROM {self.source}")
+        return (int(row[0]), int(row[1] or 0)) if row is not None else (0, 0)
 
     def _one(self, sql: str, **params: Any) -> Any:
         try:
@@ -178,13 +146,9 @@ class SqlStateSide:
     def session(self, chunk: Chunk) -> Iterator[SqlChunkSession]:
         try:
             with self.engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn = conn.execution_options(isolation_level=self.dialect.isolation)
                 with conn.begin():
-                    # enough memory to aggregate the buckets in a hash table rather than by sorting the rows,
-                    # and parallel workers for a chunk as PostgreSQL uses them for a scan of the whole table
-                    conn.execute(text("SET LOCAL work_mem = '64MB'"))
-                    conn.execute(text("SET LOCAL parallel_setup_cost = 10"))
-                    conn.execute(text("SET LOCAL parallel_tuple_cost = 0.001"))
+                    self.dialect.begin_chunk(conn)
                     yield SqlChunkSession(self, conn, chunk)
         except SQLAlchemyError as exc:
             raise SideUnavailable(f"{self._where()}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
@@ -203,16 +167,19 @@ class SqlStateSide:
         return " AND ".join(parts), params
 
     def order_by(self) -> str:
-        return ", ".join(e if integer else f"{e} COLLATE \"C\""
+        return ", ".join(e if integer else self.dialect.binary_order(e)
                          for e, integer in zip(self._typed_keys(), self.key_integer, strict=True))
 
     def _typed_keys(self) -> list[str]:
-        return [f"({self._quote(c)})::bigint" if integer else e
+        return [self.dialect.bigint(self._quote(c)) if integer else e
                 for c, e, integer in zip(self.config.key, self.key_exprs, self.key_integer, strict=True)]
 
     def _where(self) -> str:
         url = make_url(self.config.url)
-        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database} {self.config.table or 'query'}"
+        if self.dialect.name == "sqlite":
+            return f"{url.database} {self.config.table or 'query'}"
+        port = url.port or {"postgresql": 5432, "mariadb": 3306}.get(self.dialect.name)
+        return f"{url.host or 'localhost'}:{port}/{url.database} {self.config.table or 'query'}"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -228,7 +195,7 @@ class SqlChunkSession:
         self.where, self.params = side.chunk_filter(chunk)
         self.base = chunk.base if chunk.base is not None and len(side.key_exprs) == 1 else None
         self.span_bits = chunk.span_bits
-        self.offset = f"(({side._quote(side.config.key[0])})::bigint - {int(chunk.base or 0)})"
+        self.offset = f"({side.dialect.bigint(side._quote(side.config.key[0]))} - {int(chunk.base or 0)})"
 
     @property
     def max_bits(self) -> int | None:
@@ -243,7 +210,7 @@ class SqlChunkSession:
     def within(self, bits: int, values: Sequence[int]) -> str:
         """A predicate for the rows in the buckets `values` at resolution `bits`."""
         if self.base is None:
-            return f"{self.bucket(bits)} = ANY({_int_array(values)})"
+            return self.side.dialect.in_list(self.bucket(bits), values)
         shift, column = self.span_bits - bits, self.side._quote(self.side.config.key[0])
         ranges: list[list[int]] = []
         for v in sorted(values):  # adjacent buckets become one range
@@ -254,7 +221,7 @@ class SqlChunkSession:
                 ranges.append([lo, hi])
         if len(ranges) > 256:  # too many ranges for the planner: filter by bucket within their span
             return (f"{column} >= {ranges[0][0]} AND {column} < {ranges[-1][1]} "
-                    f"AND {self.bucket(bits)} = ANY({_int_array(values)})")
+                    f"AND {self.side.dialect.in_list(self.bucket(bits), values)}")
         return "(" + " OR ".join(f"({column} >= {lo} AND {column} < {hi})" for lo, hi in ranges) + ")"
 
     def checksums(self, level: Level) -> Figures:
@@ -262,10 +229,11 @@ class SqlChunkSession:
         where, params = self.where, dict(self.params)
         if level.parents:
             where += " AND " + self.within(level.parent_bits, level.parents)
-        # OFFSET 0 keeps the hashing in the subquery, below the Gather: parallel workers hash the rows,
-        # the leader only adds up per bucket
-        sql = (f"SELECT bucket, count(*), sum(h) FROM (SELECT {self.bucket(level.bits)} AS bucket, "
-               f"{s.row_hash} AS h FROM {s.source} WHERE {where} OFFSET 0) AS hashed GROUP BY 1")
+        # on PostgreSQL, OFFSET 0 keeps the hashing in the subquery, below the Gather: parallel workers hash
+        # the rows, the leader only adds up per bucket
+        sql = (f"SELECT bucket, count(*), {s.dialect.sum('h')} FROM (SELECT {self.bucket(level.bits)} AS bucket, "
+               f"{s.row_hash} AS h FROM {s.source} WHERE {where} {s.dialect.hashed_subquery}) AS hashed "
+               f"GROUP BY bucket")
         return {int(b): (int(n), int(h)) for b, n, h in self.conn.execute(text(sql), params)}
 
     def rows(self, leaves: Sequence[Leaf] | None) -> Iterator[tuple[Key, Sequence[str | None]]]:
@@ -289,11 +257,6 @@ class SqlChunkSession:
             text(f"{sql} ORDER BY {s.order_by()}"), params)
         for row in result:
             yield tuple(row[:keys]), tuple(row[keys:])
-
-
-def _int_array(values: Sequence[int]) -> str:
-    """A constant array literal: PostgreSQL hashes a constant `= ANY(...)` list once, not per row."""
-    return "'{" + ",".join(str(int(v)) for v in values) + "}'::bigint[]"
 
 
 def _first_line(exc: BaseException) -> str:

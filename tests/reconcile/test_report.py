@@ -133,7 +133,8 @@ def test_a_drift_limit_below_one_is_bad_input(seeded: tuple[Path, StranglerConfi
 def test_the_drift_table_says_how_many_entities_are_not_shown() -> None:
     console = Console(record=True, width=200)
     entry = {"entity_key": "1", "age_seconds": 90.0, "fields": [
-        {"field": "email", "legacy": "a", "new": "b", "first_seen": "2026-03-01T12:00", "classification": "no-authority"}
+        {"field": "email", "legacy": "a", "new": "b", "first_seen": "2026-03-01T12:00",
+         "classification": "no-authority"}
     ]}
     job = {"job": "customers", "entity": "customer", "drifted_entities": 5, "oldest_drift_seconds": 90.0,
            "last_run": None, "drifted": [entry] * 3}
