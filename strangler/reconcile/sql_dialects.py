@@ -45,7 +45,7 @@ class SqlDialect:
     def create_engine(self, url: URL, config: SqlSide) -> Engine:
         raise NotImplementedError
 
-    def canonical(self, kind: FieldKind, column: str, config: SqlSide) -> str:
+    def canonical(self, kind: FieldKind, column: str) -> str:
         raise NotImplementedError
 
     def column_types(self, conn: Connection, source: str, table: str | None, columns: Sequence[str],
@@ -93,7 +93,7 @@ class PostgresDialect(SqlDialect):
         return create_engine(url, pool_size=2, max_overflow=2,  # a session per chunk: reuse the connections
                              connect_args={"options": options, "application_name": "strangler-reconcile"})
 
-    def canonical(self, kind: FieldKind, column: str, config: SqlSide) -> str:
+    def canonical(self, kind: FieldKind, column: str) -> str:
         return canonical_sql(kind, column)
 
     def column_types(self, conn: Connection, source: str, table: str | None, columns: Sequence[str],
@@ -185,7 +185,7 @@ class MariaDbDialect(SqlDialect):
 
         return engine
 
-    def canonical(self, kind: FieldKind, column: str, config: SqlSide) -> str:
+    def canonical(self, kind: FieldKind, column: str) -> str:
         if kind.type == "integer":
             return f"CAST(CAST({column} AS SIGNED) AS CHAR)"
         if kind.type in ("decimal", "float"):
@@ -258,7 +258,7 @@ class SqliteDialect(SqlDialect):
 
         return engine
 
-    def canonical(self, kind: FieldKind, column: str, config: SqlSide) -> str:
+    def canonical(self, kind: FieldKind, column: str) -> str:
         spec = f"{kind.type}|{'' if kind.scale is None else kind.scale}|{kind.precision}|{int(kind.trim)}|" \
                f"{int(kind.casefold)}"
         return f"strangler_canonical('{spec}', {column})"

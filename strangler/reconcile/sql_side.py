@@ -83,8 +83,8 @@ class SqlStateSide:
         """Fixes the canonical expressions of the key and of the compared columns (in the job's order)."""
         canonical = self.dialect.canonical
         self.key_integer = [k.type == "integer" for k in key]
-        self.key_exprs = [canonical(k, self._quote(c), self.config) for k, c in zip(key, self.config.key, strict=True)]
-        self.value_exprs = [canonical(k, self._quote(c), self.config) for k, c in zip(kinds, columns, strict=True)]
+        self.key_exprs = [canonical(k, self._quote(c)) for k, c in zip(key, self.config.key, strict=True)]
+        self.value_exprs = [canonical(k, self._quote(c)) for k, c in zip(kinds, columns, strict=True)]
 
     @property
     def key_hash(self) -> str:

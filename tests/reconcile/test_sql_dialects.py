@@ -58,7 +58,7 @@ def test_sqlite_declared_types_follow_its_affinity_rules(declared: str, expected
     ],
 )
 def test_the_sqlite_function_is_normalise_canonical(kind: FieldKind, value: object) -> None:
-    spec = SqliteDialect(True).canonical(kind, '"c"', None)  # type: ignore[arg-type]
+    spec = SqliteDialect(True).canonical(kind, '"c"')
     inner = spec.split("'")[1]
     berlin = dt.timezone(dt.timedelta(hours=1))
     assert _sqlite_canonical(berlin, inner, value) == canonical(kind, value, berlin)
