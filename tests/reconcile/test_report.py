@@ -141,3 +141,12 @@ def test_the_drift_table_says_how_many_entities_are_not_shown() -> None:
     render_drift_table(console, [job], entities=2)
     out = console.export_text()
     assert "1.5m" in out and "3 more drifted entities of customers not shown" in out
+
+
+def test_the_html_report_still_renders_beside_the_drift(seeded: tuple[Path, StranglerConfig], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = seeded
+    out = tmp_path / "report.html"
+    assert main(["report", "-c", str(path), "--format", "html", "-o", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html>") and "customer-profile" in page
