@@ -62,6 +62,8 @@ def test_the_deepest_value_holding_every_difference(a: bytes, b: bytes, parts: t
     ("a", "b"),
     [
         (b'{"a": 1}', b'{"a": 2}'),  # whitespace: not what orjson makes of it
+        (b'{\n"a":1}', b'{\n"a":2}'),
+        (b'{"a":1, "b":2}', b'{"a":1, "b":3}'),
         (b'{"a":1e16}', b'{"a":2e16}'),  # orjson writes 1e+16
         (b'{"a":"\\u00e9"}', b'{"a":"\\u00e8"}'),  # escaped where orjson writes UTF-8
         (b'{"a":1,"a":2}', b'{"a":1,"a":3}'),  # duplicate keys
