@@ -214,7 +214,6 @@ class Http1UpstreamClient:
     # -- the pool
 
     async def _acquire(self) -> Http1Connection:
-        loop = asyncio.get_running_loop()
         deadline = 0.0
         while True:
             idle = self._idle
@@ -224,6 +223,7 @@ class Http1UpstreamClient:
                     return conn
             if self._open < self._limit:
                 return await self._connect()
+            loop = asyncio.get_running_loop()
             if not deadline:
                 deadline = loop.time() + self._timeout
             waiter = loop.create_future()

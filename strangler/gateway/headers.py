@@ -6,9 +6,11 @@ Header lists are ASGI's: `[(lowercase name bytes, value bytes), ...]`.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 HOP_BY_HOP = frozenset(
@@ -81,6 +83,7 @@ def prepare_request_headers(
     scheme: str,
     trusted: bool,
     preserve_host: bool,
+    new_id: Callable[[], str] | None = None,
 ) -> PreparedRequestHeaders:
     """Headers to send upstream, or HeaderRejected.
 
@@ -137,7 +140,7 @@ def prepare_request_headers(
         out.append((_text(name, name), _text(name, value)))
     if chunked and content_length is not None:
         raise HeaderRejected("Content-Length together with Transfer-Encoding")
-    correlation_id = correlation.decode("ascii") if correlation else new_correlation_id()
+    correlation_id = correlation.decode("ascii") if correlation else (new_id or new_correlation_id)()
     client = peer or "unknown"
     out.append(("x-forwarded-for", ", ".join([*prior_for, client])))
     out.append(("x-forwarded-proto", prior_proto or scheme))
@@ -153,6 +156,35 @@ def new_correlation_id() -> str:
     """A random (version 4) UUID in its text form; formatted from os.urandom, a third of uuid4()'s cost."""
     h = os.urandom(16).hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+class CorrelationIds:
+    """New correlation ids in the text form of a random (version 4) UUID, each unique: 74 random bits drawn
+    once (and again in a forked child), then a 48-bit counter. A correlation id must be unique, not
+    unpredictable (clients send their own), and a random draw per request is a system call."""
+
+    __slots__ = ("_prefix", "_count", "__weakref__")
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._count = itertools.count()
+        self._draw()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _redraw(ref))
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):012x}"
+
+    def _draw(self) -> None:
+        h = os.urandom(10).hex()
+        self._prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        self._count = itertools.count()
+
+
+def _redraw(ref: weakref.ref[CorrelationIds]) -> None:
+    ids = ref()
+    if ids is not None:
+        ids._draw()  # a forked child must not repeat its parent's ids
 
 
 def client_correlation_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
@@ -172,15 +204,17 @@ def _text(name: bytes, value: bytes) -> str:
 
 def filter_response_headers(raw: Sequence[tuple[bytes, bytes]], correlation_id: bytes) -> list[tuple[bytes, bytes]]:
     """Response headers for the client: hop-by-hop and nominated ones removed, correlation id set."""
-    nominated: set[bytes] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
     out = []
+    nominated: set[bytes] | None = None
     for name, value in raw:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in nominated or lower == CORRELATION:
+        if lower in HOP_BY_HOP or lower == CORRELATION:
+            if lower == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")} - HOP_BY_HOP - {b"", b"close"}
+                nominated = tokens if nominated is None else nominated | tokens
             continue
         out.append((lower, value))
+    if nominated:  # usually none: `Connection: keep-alive` or `close` names only what goes anyway
+        out = [(name, value) for name, value in out if name not in nominated]
     out.append((CORRELATION, correlation_id))
     return out

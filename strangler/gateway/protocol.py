@@ -41,6 +41,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.holding: HeadHeldBack | None = None  # the response whose head waits to leave with its body
         self._reading_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -77,7 +78,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._cancel_head_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:
+            self.cycle.transport = HeadHeldBack(self.transport, self)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -103,6 +107,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(400, _INVALID)
 
     def on_response_complete(self) -> None:
+        if self.holding is not None:
+            self.holding.flush()  # before anything else is written on the connection
         idle = not self.pipeline  # else the next pipelined request starts now
         super().on_response_complete()
         if self._refusing and idle and not self.transport.is_closing():
@@ -127,6 +133,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, detail: str) -> None:
         self._cancel_head_timer()
+        if self.holding is not None:
+            self.holding.flush()
         body = problem_body(status, detail)
         head = b"".join(name + b": " + value + b"\r\n" for name, value in problem_headers(body, None))
         status_line = f"HTTP/1.1 {status} {TITLES[status]}\r\n".encode()
@@ -137,6 +145,53 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.transport.pause_reading()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class HeadHeldBack:
+    """A response's transport that holds its first write (the status line and headers) back until the
+    next one (the body's first bytes) or the end of this turn of the event loop: a small response then
+    leaves in one send instead of two, and a send on loopback costs more than all of the proxy's own
+    logic for a request. Anything else flushes what is held first, so the order on the wire is kept."""
+
+    __slots__ = ("_transport", "_protocol", "_held", "_first")
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._protocol.holding = None
+            self._transport.writelines((held, data))
+        elif self._first:
+            self._first = False
+            self._held = data
+            self._protocol.holding = self
+            self._protocol.loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if self._protocol.holding is self:
+                self._protocol.holding = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def bounded_httptools_protocol(max_head_bytes: int, head_timeout: float) -> type[BoundedHttpToolsProtocol]:

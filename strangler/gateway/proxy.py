@@ -22,6 +22,7 @@ from strangler.gateway.client import Http1UpstreamClient
 from strangler.gateway.errors import BodyTooLarge, CircuitOpen, UpstreamError
 from strangler.gateway.framing import FramingRejected, check_framing
 from strangler.gateway.headers import (
+    CorrelationIds,
     HeaderRejected,
     TrustedProxies,
     client_correlation_id,
@@ -144,6 +145,7 @@ class ProxyApp:
         }
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
         self._sweeper = DisconnectSweeper()
+        self._new_correlation_id = CorrelationIds()
         self._trusted = TrustedProxies.parse(config.trusted_proxies)
         self._budgets = {name: RetryBudget(config.limits.retry_budget) for name in config.upstreams}
         self._breakers = {
@@ -234,6 +236,7 @@ class ProxyApp:
                 scheme=scope.get("scheme", "http"),
                 trusted=self._trusted.trusts(peer_host),
                 preserve_host=self.config.upstreams[upstream].preserve_host,
+                new_id=self._new_correlation_id,
             )
         except HeaderRejected as exc:
             return await self._reject(send, 400, str(exc), "header", request_headers=headers)

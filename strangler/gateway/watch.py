@@ -24,11 +24,13 @@ class ClientWatch:
 
     __slots__ = ("_sweeper", "_receive", "_body", "_owner", "_task", "gone", "interrupting")
 
-    def __init__(self, sweeper: DisconnectSweeper, receive: Any, body: RequestBody | None) -> None:
+    def __init__(
+        self, sweeper: DisconnectSweeper, receive: Any, body: RequestBody | None, owner: asyncio.Task[Any] | None
+    ) -> None:
         self._sweeper = sweeper
         self._receive = receive
         self._body = body
-        self._owner = asyncio.current_task()
+        self._owner = owner
         self._task: asyncio.Task[None] | None = None
         self.gone = False  # the client went away (and the owner was cancelled for it, if `interrupting`)
         self.interrupting = True
@@ -38,8 +40,8 @@ class ClientWatch:
         """Whether `receive` is free to watch: the request body is read (by its own reader) or there is none."""
         return self._body is None or self._body.complete
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = loop.create_task(self._watch())
 
     def finishing(self) -> None:
         """The response is about to end: uvicorn answers `receive()` with a disconnect from then on."""
@@ -68,12 +70,17 @@ class DisconnectSweeper:
         self._young: dict[ClientWatch, None] = {}  # began since the last sweep
         self._old: dict[ClientWatch, None] = {}  # began before it: running for a period at least by the next
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self, receive: Any, body: RequestBody | None) -> ClientWatch:
-        watch = ClientWatch(self, receive, body)
+        """Watch the current task's request (from the next sweep but one)."""
+        loop = self._loop
+        if self._timer is None or loop is None or not loop.is_running():
+            # asking for the running loop costs a system call on Python 3.11 (a fork check): once a sweep
+            loop = self._loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.period, self._sweep)
+        watch = ClientWatch(self, receive, body, asyncio.current_task(loop))
         self._young[watch] = None
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
         return watch
 
     def forget(self, watch: ClientWatch) -> None:
@@ -86,11 +93,11 @@ class DisconnectSweeper:
         self._timer = None
         waiting: dict[ClientWatch, None] = {}
         for watch in self._old:
-            if watch.ready:
-                watch.start()
+            if watch.ready and self._loop is not None:
+                watch.start(self._loop)
             else:
                 waiting[watch] = None  # its body is still being read; that reader hears of a disconnect
         waiting.update(self._young)
         self._old, self._young = waiting, {}
-        if self._old:
-            self._timer = asyncio.get_running_loop().call_later(self.period, self._sweep)
+        if self._old and self._loop is not None:
+            self._timer = self._loop.call_later(self.period, self._sweep)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 
 from strangler.gateway.headers import (
     HOP_BY_HOP,
+    CorrelationIds,
     HeaderRejected,
     PreparedRequestHeaders,
     TrustedProxies,
@@ -255,3 +257,29 @@ def test_response_correlation_id_is_the_requests() -> None:
 def test_response_header_values_are_passed_back_byte_exact() -> None:
     out = filter_response_headers([(b"x-legacy", b"caf\xe9")], b"c")
     assert (b"x-legacy", b"caf\xe9") in out
+
+
+def test_generated_correlation_ids_are_version_4_uuids_and_unique() -> None:
+    ids = CorrelationIds()
+    made = [ids() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    for cid in made[:100] + made[-100:]:
+        parsed = uuid.UUID(cid)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, cid)
+    assert CorrelationIds()()[:23] != ids()[:23]  # another generator draws its own random part
+
+
+def test_a_forked_child_does_not_repeat_its_parents_correlation_ids() -> None:
+    ids = CorrelationIds()
+    ids()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, ids().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    parent = ids()
+    assert child != parent and child[:23] != parent[:23]
