@@ -1026,6 +1026,49 @@ def targets_table(measurements: list[Measurement]) -> str:
     return "\n".join(rows)
 
 
+def rounds_table(measurements: list[Measurement]) -> str:
+    """Ratios within each round (the cells of one round ran minutes apart at most), and their medians."""
+    by = {(m.target, m.connections): m for m in measurements}
+
+    def run(target: str, conns: int, i: int) -> WrkRun | None:
+        m = by.get((target, conns))
+        return m.runs[i] if m is not None and i < len(m.runs) else None
+
+    def ratio(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
+        return scale * a / b if a and b else None
+
+    rows = [
+        "| round | strangler req/s as % of nginx-proxy's, 50 conns | strangler / before: req/s, 1 conn "
+        "| 50 conns | strangler / before: CPU per request, 1 conn | 50 conns | others' CPU, cores |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    columns: list[list[float | None]] = [[] for _ in range(5)]
+    for i in range(max((len(m.runs) for m in measurements), default=0)):
+        s1, s50, n50 = run("strangler", 1, i), run("strangler", 50, i), run("nginx-proxy", 50, i)
+        a1, a50 = run("strangler-aiohttp", 1, i), run("strangler-aiohttp", 50, i)
+        values = [
+            ratio(s50.rps if s50 else None, n50.rps if n50 else None, 100.0),
+            ratio(s1.rps if s1 else None, a1.rps if a1 else None),
+            ratio(s50.rps if s50 else None, a50.rps if a50 else None),
+            ratio(s1.proxy_cpu_us if s1 else None, a1.proxy_cpu_us if a1 else None),
+            ratio(s50.proxy_cpu_us if s50 else None, a50.proxy_cpu_us if a50 else None),
+        ]
+        others = [r.others_cores for m in measurements if i < len(m.runs) for r in [m.runs[i]]]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        rows.append(
+            f"| {i + 1} | {_fmt(values[0], '.1f')}% | {_fmt(values[1], '.2f')} | {_fmt(values[2], '.2f')} "
+            f"| {_fmt(values[3], '.2f')} | {_fmt(values[4], '.2f')} "
+            f"| {_fmt(statistics.median(others) if others else None, '.2f')} |"
+        )
+    medians = [statistics.median(known) if (known := [v for v in c if v is not None]) else None for c in columns]
+    rows.append(
+        f"| median | {_fmt(medians[0], '.1f')}% | {_fmt(medians[1], '.2f')} | {_fmt(medians[2], '.2f')} "
+        f"| {_fmt(medians[3], '.2f')} | {_fmt(medians[4], '.2f')} | |"
+    )
+    return "\n".join(rows)
+
+
 def breakdown_table(measurements: list[Measurement]) -> str:
     """Proxy CPU per request split by layer, from the floors: each row is the difference to the one above."""
     by = {(m.target, m.connections): m.median("proxy_cpu_us") for m in measurements}
@@ -1058,8 +1101,10 @@ def results_section(
         SECTION_START,
         "## Proxy benchmark (`bench/proxy.py`)",
         "",
-        f"Run `python bench/proxy.py` (wrk {args.duration:g} s per run, {args.repeats} runs per cell, medians; "
-        f"a {args.warmup:g} s warm-up before each cell). Static upstream: nginx, 1 worker, a 100-byte JSON body on "
+        f"Run `python bench/proxy.py`: every configuration running at once, measured in {args.repeats} interleaved "
+        f"rounds (in each, every cell once for {args.duration:g} s with wrk, the order rotating from round to "
+        f"round; a {args.warmup:g} s warm-up of each cell before the first); the tables give medians over the "
+        f"rounds. Static upstream: nginx, 1 worker, a 100-byte JSON body on "
         f"`{PATH}`. Everything (wrk, the proxy under test, the upstream) shares the same CPUs on loopback: "
         "the proxy competes with wrk and the upstream for the cores, so absolute numbers are low and the "
         "ratios are what to read.",
@@ -1067,6 +1112,10 @@ def results_section(
         machine_lines,
         "",
         results_table(measurements, labels),
+        "",
+        "### Round by round",
+        "",
+        rounds_table(measurements),
         "",
         "CPU µs/req is utime+stime from /proc for every process of the proxy (supervisor and workers), "
         "of the upstream nginx (master and worker), and of wrk, divided by the requests wrk completed. "
@@ -1115,26 +1164,30 @@ def services() -> Iterator[list[Service]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def measure(name: str, url: str, proxy: Service | None, upstream: Service, args: argparse.Namespace) -> list[
-    Measurement
-]:
-    out = []
-    ours = (proxy.pids if proxy else []) + upstream.pids
-    for conns in CONNECTIONS:
-        wait_for_quiet(ours, args.quiet_wait)
-        run_wrk(url, conns, args.warmup, proxy, upstream)
-        m = Measurement(name, conns)
-        for i in range(args.repeats):
-            run = run_wrk(url, conns, args.duration, proxy, upstream)
-            m.runs.append(run)
-            print(
-                f"  {name:18} c={conns:<3} run {i + 1}: {run.rps:9.0f} req/s  p50 {run.p50_us:7.0f} µs  "
-                f"p99 {run.p99_us:7.0f} µs  proxy CPU {_fmt(run.proxy_cpu_us):>5} µs/req  errors {run.errors}  "
-                f"others {run.others_cores:.2f} cores",
-                flush=True,
-            )
-        out.append(m)
-    return out
+def measure_rounds(
+    targets: list[tuple[str, str, Service | None]], upstream: Service, args: argparse.Namespace
+) -> list[Measurement]:
+    """`args.repeats` rounds; in each, every configuration once at each connection count, the order rotating
+    from round to round, so that a change in the machine's other load falls on all of them alike."""
+    cells = {(name, conns): Measurement(name, conns) for name, _, _ in targets for conns in CONNECTIONS}
+    ours = upstream.pids + [pid for _, _, proxy in targets if proxy is not None for pid in proxy.pids]
+    for i in range(args.repeats):
+        others = wait_for_quiet(ours, args.quiet_wait)
+        print(f"round {i + 1} of {args.repeats} (other processes used {others:.2f} cores just before)", flush=True)
+        shift = i % len(targets)
+        for name, url, proxy in targets[shift:] + targets[:shift]:
+            for conns in CONNECTIONS:
+                if i == 0 and args.warmup > 0:
+                    run_wrk(url, conns, args.warmup, proxy, upstream)
+                run = run_wrk(url, conns, args.duration, proxy, upstream)
+                cells[(name, conns)].runs.append(run)
+                print(
+                    f"  {name:18} c={conns:<3} {run.rps:9.0f} req/s  p50 {run.p50_us:7.0f} µs  "
+                    f"p99 {run.p99_us:7.0f} µs  proxy CPU {_fmt(run.proxy_cpu_us):>5} µs/req  errors {run.errors}  "
+                    f"others {run.others_cores:.2f} cores",
+                    flush=True,
+                )
+    return list(cells.values())
 
 
 def start_config(what: Forked | str, name: str, workdir: Path, upstream_port: int) -> tuple[Service, str]:
@@ -1162,14 +1215,16 @@ def check_client_in_use(service: Service, marker: str, timeout: float = 5.0) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per cell (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported (default 3)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of warm-up per cell, before the first round (default 2)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds, each running every cell once; medians are reported (default 5)")
     parser.add_argument("--only", nargs="*", metavar="NAME", help=f"measure only these ({', '.join(CONFIGS)})")
     parser.add_argument("--client", action="append", default=[], metavar="MODULE:CLASS",
                         help="also measure strangler with this UpstreamClient class (repeatable); "
                         "'httptools-prototype' names PrototypeHttptoolsClient below")
-    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="SECONDS",
-                        help="before each cell, wait up to SECONDS for other processes to go quiet (default 60)")
+    parser.add_argument("--quiet-wait", type=float, default=20.0, metavar="SECONDS",
+                        help="before each round, wait up to SECONDS for other processes to go quiet (default 20)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="after measuring, py-spy the strangler workers for SECONDS at 50 connections")
@@ -1202,12 +1257,14 @@ def main(argv: list[str] | None = None) -> int:
             started.append(upstream)
             direct_url = f"http://127.0.0.1:{upstream_port}{PATH}"
             wait_ready(upstream, direct_url)
+            targets: list[tuple[str, str, Service | None]] = []
+            strangler: tuple[Service, str] | None = None
             for name, (_, what) in configs.items():
                 profiling = name == "strangler" and args.profile > 0
                 if name not in selected and not profiling:
                     continue
                 if what is None:
-                    measurements += measure(name, direct_url, None, upstream, args)
+                    targets.append((name, direct_url, None))
                     continue
                 proxy, url = start_config(what, name, workdir, upstream_port)
                 started.append(proxy)
@@ -1215,15 +1272,18 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(what, Forked) and what.client in ("httpx", "aiohttp"):
                     check_client_in_use(proxy, CLIENT_MARKER.format(what.client))
                 if name in selected:
-                    measurements += measure(name, url, proxy, upstream, args)
-                if profiling:
-                    profile = profile_workers(proxy, url, upstream, args.profile, workdir)
-                proxy.stop()
-                started.remove(proxy)
+                    targets.append((name, url, proxy))
+                if name == "strangler":
+                    strangler = (proxy, url)
+            measurements = measure_rounds(targets, upstream, args)
+            if args.profile > 0 and strangler is not None:
+                profile = profile_workers(strangler[0], strangler[1], upstream, args.profile, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(results_table(measurements, labels))
+    print()
+    print(rounds_table(measurements))
     print()
     print(breakdown_table(measurements))
     print()

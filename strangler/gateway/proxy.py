@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -178,6 +179,11 @@ class ProxyApp:
             if message["type"] == "lifespan.startup":
                 for part in self.lifecycle:
                     await part.start()
+                # What the worker holds once started (modules, configuration, pools) lives as long as the
+                # process: left to the collector, every full collection walks all of it again, tens of
+                # milliseconds every few thousand requests (they made most of the p99 at 50 connections).
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.shadow is not None:

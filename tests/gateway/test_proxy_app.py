@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -470,3 +471,21 @@ async def test_lifespan_shutdown_closes_the_upstream_clients() -> None:
     await gw.app({"type": "lifespan"}, receive, send)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert gw.legacy.closed and gw.svc.closed
+
+
+async def test_the_heap_left_after_start_up_is_kept_out_of_garbage_collection() -> None:
+    gw = gateway()
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    gc.unfreeze()
+    try:
+        await gw.app({"type": "lifespan"}, receive, send)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this process is the test runner, not a worker
