@@ -49,7 +49,8 @@ from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.mirror import Shadow
 from strangler.shadow.mirror_client import MirrorClients
-from strangler.shadow.outcome_service import OutcomeService, OutcomeStore, outcome_routes
+from strangler.shadow.outcome_service import OutcomeService, outcome_routes
+from strangler.shadow.outcome_store import OutcomeStore
 from strangler.shadow.outcomes import OutcomeJoiner
 from strangler.shadow.store import SqlDivergenceStore
 from strangler.shadow.writer import BatchWriter
@@ -143,8 +144,9 @@ class RetentionPass(BackgroundTask):
 
 def build_outcomes(
     config: StranglerConfig, engine: Engine, flags: FlagCache, ledger: Callable[[StageEvent], None]
-) -> tuple[OutcomeService, BatchWriter[Any]]:
-    """The outcome comparison: joiner under the precedence rules, results to the store and the ledger."""
+) -> OutcomeService:
+    """The outcome comparison: joiner under the precedence rules, results and state to the store, stage
+    events to the ledger."""
     settings = config.outcomes
     rules = PrecedenceRules(config.precedence)
 
@@ -169,10 +171,7 @@ def build_outcomes(
     joiner = OutcomeJoiner(rules, window=dt.timedelta(seconds=settings.window), modes=modes,
                            families=settings.families, compare=settings.compare)
     store = OutcomeStore(engine, capability_of, serving_of=serving_of, redact=settings.compare.redact)
-    writer: BatchWriter[Any] = BatchWriter(store)
-    service = OutcomeService(joiner, writer.submit, ledger, utcnow, kafka=settings.kafka, serving=serving_of,
-                             compared=compared)
-    return service, writer
+    return OutcomeService(joiner, store, ledger, utcnow, kafka=settings.kafka, serving=serving_of, compared=compared)
 
 
 @dataclass
@@ -197,7 +196,7 @@ def build_admin(
     evidence = ShadowEvidence(divergences, config.capabilities, utcnow)
     ledger = SqlLedgerStore(engine)
     ledger_writer = BatchWriter(ledger)
-    outcomes, outcome_writer = build_outcomes(config, engine, cache, ledger_writer.submit)
+    outcomes = build_outcomes(config, engine, cache, ledger_writer.submit)
     service = FlagService(config.capabilities, store, evidence)
     reconciliation = Reconciliation(config, engine, utcnow)
     scheduler = ReconcileScheduler(reconciliation, lambda: {n: cache.flag(n).mode for n in config.capabilities},
@@ -230,6 +229,6 @@ def build_admin(
     )
     monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)
     return AdminParts(
-        app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, ledger_writer, outcome_writer,
-                            outcomes, scheduler]
+        app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, ledger_writer, outcomes,
+                            scheduler]
     )

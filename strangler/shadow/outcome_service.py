@@ -15,21 +15,17 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from strangler.events.model import DomainEvent
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.shadow.config import OutcomeKafkaConfig
+from strangler.shadow.outcome_store import OutcomeBatch, RestoredOutcomes
 from strangler.shadow.outcomes import OutcomeJoiner, OutcomeResult, Side
-from strangler.shadow.records import Redactor
-from strangler.shadow.store import comparisons_table, divergences_table
 from strangler.store import StoreUnavailable
 
 log = logging.getLogger("strangler.outcomes")
@@ -39,65 +35,21 @@ def _always_legacy(aggregate_type: str) -> Side:
     return "legacy"
 
 
-class OutcomeStore:
-    """Writes outcome results into the shadow tables (one comparison row each, one divergence row a field).
+class OutcomeJournal(Protocol):
+    """Where the outcome comparison keeps its results and its state (`OutcomeStore` is the SQL adapter)."""
 
-    The serving side's value is the `primary` one, as for response comparisons; values under the
-    `redact` patterns are masked before they are stored.
-    """
+    def write(self, batch: OutcomeBatch) -> None:
+        """Write the batch's results, waiting events added and removed and seen ids in one transaction: all
+        of it or, raising StoreUnavailable, none of it. Writing a batch again after a failure is harmless."""
+        ...
 
-    def __init__(self, engine: Engine, capability_of: Callable[[str], str], *,
-                 serving_of: Callable[[str], Side] = _always_legacy, redact: Sequence[str] = ()) -> None:
-        self._engine = engine
-        self._capability_of = capability_of
-        self._serving_of = serving_of
-        self._redactor = Redactor(list(redact))
+    def restore(self, remember: int) -> RestoredOutcomes:
+        """The waiting events in arrival order and the newest `remember` seen ids (StoreUnavailable)."""
+        ...
 
-    def record(self, results: Sequence[tuple[dt.datetime, OutcomeResult]]) -> None:
-        comparisons, divergences = [], []
-        for at, r in results:
-            capability = self._capability_of(r.aggregate_type)
-            serving = self._serving_of(r.aggregate_type)
-            cid = (r.correlation_id or "")[:128]
-            paths = [self._redactor.path(f.path) for f in r.fields] if r.kind == "divergence" else (
-                [f"<missing:{r.missing_side}>"] if r.kind == "missing" else [])
-            lag = _lag_ms(r)
-            comparisons.append(dict(at=at, capability=capability, route=r.family[:500], method="EVENT",
-                                    kind="outcome", outcome=r.kind, correlation_id=cid, serving=serving,
-                                    primary_status=None, other_status=None, primary_latency_ms=None,
-                                    other_latency_ms=lag, fields=orjson.dumps(paths).decode()))
-            base = dict(at=at, capability=capability, route=r.family[:500], method="EVENT", source="outcome",
-                        correlation_id=cid, serving=serving, primary_status=None, other_status=None,
-                        primary_latency_ms=None, other_latency_ms=lag)
-            for f in r.fields:
-                legacy, new = self._redactor.value(f.path, f.legacy), self._redactor.value(f.path, f.new)
-                primary, other = (new, legacy) if serving == "new" else (legacy, new)
-                divergences.append(dict(base, field=self._redactor.path(f.path)[:500], primary_value=_json(primary),
-                                        other_value=_json(other), classification=f.resolution.classification))
-            if r.kind == "missing":
-                seen = r.legacy or r.new
-                present = {"aggregate_id": r.aggregate_id, "event_id": seen.event_id if seen else None}
-                primary, other = (present, None) if r.missing_side != serving else (None, present)
-                divergences.append(dict(base, field=paths[0], primary_value=_json(primary), other_value=_json(other),
-                                        classification="missing"))
-        try:
-            with self._engine.begin() as conn:
-                if comparisons:
-                    conn.execute(insert(comparisons_table), comparisons)
-                if divergences:
-                    conn.execute(insert(divergences_table), divergences)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"outcome store: {exc.__class__.__name__}: {exc}") from exc
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
-
-
-def _lag_ms(r: OutcomeResult) -> float | None:
-    if r.legacy is None or r.new is None:
-        return None
-    return round((r.new.event_time - r.legacy.event_time).total_seconds() * 1000, 3)
+    def prune_seen(self, keep: dt.timedelta) -> int:
+        """Forget seen ids older than `keep` before the newest one; returns how many (StoreUnavailable)."""
+        ...
 
 
 def ledger_events(result: OutcomeResult, at: dt.datetime) -> list[StageEvent]:
@@ -112,7 +64,14 @@ def ledger_events(result: OutcomeResult, at: dt.datetime) -> list[StageEvent]:
 
 
 class OutcomeService:
-    """Owns the joiner in one event loop; results go to `record` and the ledger, both non-blocking sinks.
+    """Owns the joiner in one event loop; results and the joiner's state go to the journal in batches, stage
+    events to the ledger (a non-blocking sink).
+
+    `start` restores what a previous run left waiting (retrying while the store is unreachable) before it
+    takes events from Kafka. The consumer commits its offsets only after the journal holds everything the
+    events before them did, so a crash loses nothing; the events after the last commit come again and are
+    ignored as duplicates by their ids, which the journal keeps too. Time the service did not run does not
+    count against a waiting event's window.
 
     `serving(aggregate_type)` is the side whose event shows a change propagated; `compared(aggregate_type)`
     says whether the other side is expected to publish too (by default always).
@@ -121,7 +80,7 @@ class OutcomeService:
     def __init__(
         self,
         joiner: OutcomeJoiner,
-        record: Callable[[tuple[dt.datetime, OutcomeResult]], None],
+        journal: OutcomeJournal,
         ledger: Callable[[StageEvent], None],
         clock: Callable[[], dt.datetime],
         *,
@@ -129,19 +88,26 @@ class OutcomeService:
         tick: float = 1.0,
         serving: Callable[[str], Side] = _always_legacy,
         compared: Callable[[str], bool] = lambda aggregate_type: True,
+        remember_for: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
         self.joiner = joiner
-        self._record = record
+        self._journal = journal
         self._ledger = ledger
         self._clock = clock
         self._kafka = kafka
         self._tick = tick
         self._serving = serving
         self._compared = compared
+        self._remember_for = remember_for
+        self._batch = OutcomeBatch()
+        self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.counts: dict[str, int] = {"match": 0, "divergence": 0, "missing": 0, "rejected": 0, "uncompared": 0}
+        self._store_error: str | None = None
+        self.restored = False
+        self.counts: dict[str, int] = {"match": 0, "divergence": 0, "missing": 0, "rejected": 0, "uncompared": 0,
+                                       "duplicate": 0}
 
     def feed(self, side: Side, event: DomainEvent) -> list[OutcomeResult]:
         now = self._clock()
@@ -151,24 +117,59 @@ class OutcomeService:
         if not self._compared(event.aggregate_type):
             self.counts["uncompared"] += 1
             return []
-        results = self.joiner.add(side, event, now)
-        self._emit(results, now)
-        return results
+        taken = self.joiner.take(side, event, now)
+        if taken.status == "duplicate":
+            self.counts["duplicate"] += 1
+        else:
+            self._batch.see(side, event.event_id, now)
+            if taken.status == "waiting":
+                self._batch.wait(side, event, now)
+            elif taken.partner is not None:
+                self._batch.resolve("new" if side == "legacy" else "legacy", taken.partner.event_id)
+        self._emit(taken.results, now)
+        return taken.results
 
     def _emit(self, results: list[OutcomeResult], now: dt.datetime) -> None:
         for result in results:
             self.counts[result.kind] += 1
-            self._record((now, result))
+            self._batch.results.append((now, result))
+            if result.kind == "missing":  # the event that waited in vain waits no more
+                side: Side = "legacy" if result.legacy is not None else "new"
+                present = result.legacy or result.new
+                if present is not None:
+                    self._batch.resolve(side, present.event_id)
             for stage_event in ledger_events(result, now):
                 self._ledger(stage_event)
 
+    async def persist(self) -> None:
+        """Write what was taken since the last write. On failure (StoreUnavailable) it stays to be written
+        with the next batch."""
+        async with self._writing:
+            batch, self._batch = self._batch, OutcomeBatch()
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self._journal.write, batch)
+            except BaseException:
+                self._batch = batch.then(self._batch)
+                raise
+
+    async def restore(self) -> None:
+        """Take back what the journal holds (StoreUnavailable when it cannot be read)."""
+        state = await asyncio.to_thread(self._journal.restore, self.joiner.memory)
+        now = self._clock()
+        downtime = now - state.last_active if state.last_active is not None and now > state.last_active else (
+            dt.timedelta(0))
+        for side, event_id in state.seen:
+            self.joiner.remember(side, event_id)
+        for side, event, arrived in state.waiting:
+            self.joiner.restore(side, event, arrived + downtime)
+        self.restored = True
+        if state.waiting:
+            log.info("outcome comparison resumed with %d events waiting for their partner", len(state.waiting))
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._expire_loop())
-        if self._kafka is not None:
-            loop = asyncio.get_running_loop()
-            thread = threading.Thread(target=self._consume, args=(loop,), daemon=True, name="outcomes-kafka")
-            thread.start()
-            self._threads.append(thread)
+        self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -178,17 +179,52 @@ class OutcomeService:
                 await self._task
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 10)
+        if self.restored:
+            try:
+                await self.persist()
+            except StoreUnavailable as exc:  # the journal still holds the waiting events; Kafka redelivers
+                log.warning("outcome comparison stopped with results not written: %s", exc)
 
-    async def _expire_loop(self) -> None:
+    async def _run(self) -> None:
+        while not self.restored:
+            try:
+                await self.restore()
+            except StoreUnavailable as exc:
+                self._store_failed(f"cannot restore the outcome comparison's state yet: {exc}")
+                await asyncio.sleep(self._tick)
+        self._store_error = None
+        if self._kafka is not None:
+            loop = asyncio.get_running_loop()
+            thread = threading.Thread(target=self._consume, args=(loop,), daemon=True, name="outcomes-kafka")
+            thread.start()
+            self._threads.append(thread)
+        pruned_at = time.monotonic()
         while True:
             await asyncio.sleep(self._tick)
             now = self._clock()
             self._emit(self.joiner.expire(now), now)
+            try:
+                await self.persist()
+                if time.monotonic() - pruned_at >= 60:
+                    pruned_at = time.monotonic()
+                    await asyncio.to_thread(self._journal.prune_seen, self._remember_for)
+            except StoreUnavailable as exc:
+                self._store_failed(f"cannot write outcome results yet: {exc}")
+                continue
+            if self._store_error is not None:
+                log.warning("the outcome store takes results again")
+                self._store_error = None
+
+    def _store_failed(self, error: str) -> None:
+        if error != self._store_error:  # retried every tick while the store is away: say it once
+            log.warning("%s", error)
+        self._store_error = error
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Kafka consumer thread: decodes events and hands each to the loop before reading the next, so
-        a commit (every second) never covers an event the joiner has not taken."""
-        from confluent_kafka import Consumer, KafkaException
+        """Kafka consumer thread: decodes events and hands each to the loop before reading the next; about
+        every second it has the loop write them, then commits. While they cannot be written it pauses its
+        partitions: nothing is committed that the store does not hold."""
+        from confluent_kafka import Consumer, KafkaError, KafkaException
 
         config = self._kafka
         if config is None:
@@ -203,10 +239,37 @@ class OutcomeService:
             "topic.metadata.refresh.interval.ms": 10_000,  # topics created after start are found soon
             **config.settings,
         })
-        last_commit = time.monotonic()
         uncommitted = False
+
+        def commit() -> bool:
+            """Write what the taken events did, then commit their offsets; False if it could not write."""
+            nonlocal uncommitted
+            if not uncommitted:
+                return True
+            try:
+                asyncio.run_coroutine_threadsafe(self.persist(), loop).result(timeout=60)
+            except StoreUnavailable as exc:
+                self._store_failed(f"outcome consumer: not committing, the results are not written: {exc}")
+                return False
+            except Exception:
+                log.exception("outcome consumer: not committing, the results are not written")
+                return False
+            try:
+                consumer.commit(asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._NO_OFFSET:
+                    log.warning("outcome consumer: cannot commit: %s", exc)
+                    return True  # written: a later commit covers these offsets too
+            uncommitted = False
+            return True
+
+        def revoked(consumer: Any, partitions: list[Any]) -> None:
+            commit()  # before another member reads them: what was taken here is written
+
+        paused: list[Any] = []
+        last_commit = time.monotonic()
         try:
-            consumer.subscribe(list(sides))
+            consumer.subscribe(list(sides), on_revoke=revoked)
             while not self._stopping.is_set():
                 message = consumer.poll(0.5)
                 if message is not None and message.error():
@@ -214,11 +277,16 @@ class OutcomeService:
                 elif message is not None:
                     uncommitted = True
                     self._take(message, sides, loop)
-                if uncommitted and (time.monotonic() - last_commit >= 1.0 or self._stopping.is_set()):
-                    consumer.commit(asynchronous=False)
-                    uncommitted, last_commit = False, time.monotonic()
-            if uncommitted:
-                consumer.commit(asynchronous=False)
+                if uncommitted and time.monotonic() - last_commit >= 1.0:
+                    last_commit = time.monotonic()
+                    if commit():
+                        if paused:
+                            consumer.resume(paused)
+                            paused = []
+                    elif not paused:
+                        paused = consumer.assignment()
+                        consumer.pause(paused)
+            commit()
         except KafkaException as exc:
             log.error("outcome consumer stopped: %s", exc)
         finally:
@@ -249,7 +317,8 @@ class OutcomeService:
 
 def outcome_routes(service: OutcomeService) -> list[Any]:
     """`POST /outcomes/{side}`: a domain event (or a list of them) from `legacy` or `new`, for services that
-    call back over HTTP instead of publishing to Kafka."""
+    call back over HTTP instead of publishing to Kafka. It answers 202 once the store holds what the events
+    did; 503 asks the caller to send them again (duplicates are ignored)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -260,6 +329,9 @@ def outcome_routes(service: OutcomeService) -> list[Any]:
         side = request.path_params["side"]
         if side not in ("legacy", "new"):
             return problem(404, "Not Found", "side must be 'legacy' or 'new'")
+        if not service.restored:
+            return problem(503, "Service Unavailable", "the outcome comparison has not restored its state from the "
+                           "store yet: send the events again later")
         try:
             body = orjson.loads(await request.body())
             items = body if isinstance(body, list) else [body]
@@ -267,6 +339,11 @@ def outcome_routes(service: OutcomeService) -> list[Any]:
         except (orjson.JSONDecodeError, ValidationError) as exc:
             return problem(422, "Unprocessable Content", f"not a domain event: {str(exc).splitlines()[0]}")
         results = [r for event in events for r in service.feed(side, event)]
+        try:
+            await service.persist()
+        except StoreUnavailable as exc:
+            return problem(503, "Service Unavailable", f"the events were taken but are not stored yet ({exc}): "
+                           "sending them again is harmless")
         return JSONResponse({"accepted": len(events), "results": [
             {"kind": r.kind, "aggregate_type": r.aggregate_type, "aggregate_id": r.aggregate_id,
              "family": r.family, "correlation_id": r.correlation_id,

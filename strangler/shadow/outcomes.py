@@ -4,7 +4,8 @@ Domain events from the legacy side (through CDC) and from the new service are jo
 event family within a window (by correlation id when both carry one) and their payloads compared field
 by field; each difference is resolved by the entity's precedence rule. An event still unmatched when
 its window closes is a `missing` outcome. Pure: events and `now` in, results out; duplicates (same
-event id) are ignored.
+event id) are ignored. What it holds (the waiting events, the ids it has seen) can be put back with
+`restore` and `remember`, so a process that persists them resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ class OutcomeResult:
         return "new" if self.new is None else "legacy"
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What `take` did with one event: `duplicate` (seen before, ignored), `waiting` (for its partner) or
+    `joined` (with a waiting partner: `partner` is that event); `results` include what expired meanwhile."""
+
+    status: Literal["duplicate", "waiting", "joined"]
+    results: list[OutcomeResult]
+    partner: DomainEvent | None = None
+
+
 @dataclass(slots=True, eq=False)  # identity, not field equality: removal from a queue must take this item
 class _Pending:
     side: Side
@@ -87,31 +98,49 @@ class OutcomeJoiner:
         self._pending: dict[tuple[str, str, str], deque[_Pending]] = {}
         self._by_arrival: deque[_Pending] = deque()  # arrival order, for expiry without a scan
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
+        self.memory = remember  # how many seen ids it keeps
 
     def family(self, event: DomainEvent) -> str:
         return self.families.get(event.event_type, event.event_type)
 
     def add(self, side: Side, event: DomainEvent, now: dt.datetime) -> list[OutcomeResult]:
         """Take one side's event; returns the outcome when it completes a pair (and expired ones)."""
+        return self.take(side, event, now).results
+
+    def take(self, side: Side, event: DomainEvent, now: dt.datetime) -> Taken:
+        """Take one side's event and say what became of it (see `Taken`)."""
         results = self.expire(now)
-        if self._duplicate(side, event):
-            return results
+        if self._duplicate(side, event.event_id):
+            return Taken("duplicate", results)
         key = (event.aggregate_type, event.aggregate_id, self.family(event))
         queue = self._pending.setdefault(key, deque())
         partner = self._partner(queue, side, event)
         if partner is None:
-            item = _Pending(side, event, now, key)
-            queue.append(item)
-            self._by_arrival.append(item)
-            return results
+            self._wait(_Pending(side, event, now, key), queue)
+            return Taken("waiting", results)
         partner.done = True
         queue.remove(partner)
         if not queue:
             del self._pending[key]
         legacy, new = (event, partner.event) if side == "legacy" else (partner.event, event)
         results.append(self.compare(legacy, new))
-        return results
+        return Taken("joined", results, partner.event)
+
+    def restore(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
+        """Put back an event that was waiting (in arrival order, before any new event): it waits out the
+        rest of its window from `arrived`, and counts as seen."""
+        if self._duplicate(side, event.event_id):
+            return
+        key = (event.aggregate_type, event.aggregate_id, self.family(event))
+        self._wait(_Pending(side, event, arrived, key), self._pending.setdefault(key, deque()))
+
+    def remember(self, side: Side, event_id: str) -> None:
+        """Count an event as seen (taken before), so that it is ignored if it comes again."""
+        self._duplicate(side, event_id)
+
+    def _wait(self, item: _Pending, queue: deque[_Pending]) -> None:
+        queue.append(item)
+        self._by_arrival.append(item)
 
     def expire(self, now: dt.datetime) -> list[OutcomeResult]:
         """Events whose window closed without a partner: `missing` outcomes."""
@@ -149,12 +178,12 @@ class OutcomeJoiner:
         b = CapturedResponse(200, {}, orjson.dumps(new, option=orjson.OPT_SORT_KEYS), "application/json")
         return self.comparator.compare(a, b)
 
-    def _duplicate(self, side: Side, event: DomainEvent) -> bool:
-        marker = f"{side}:{event.event_id}"
+    def _duplicate(self, side: Side, event_id: str) -> bool:
+        marker = f"{side}:{event_id}"
         if marker in self._seen:
             return True
         self._seen[marker] = None
-        if len(self._seen) > self._remember:
+        if len(self._seen) > self.memory:
             self._seen.popitem(last=False)
         return False
 

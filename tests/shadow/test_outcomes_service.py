@@ -1,4 +1,5 @@
-"""The outcome service: results to the store and the ledger, the HTTP callback, and the SQL outcome store."""
+"""The outcome service: results and state to the store, stage events to the ledger, the HTTP callback, and
+the SQL outcome store."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ from starlette.applications import Starlette
 
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.routing.modes import Mode
-from strangler.shadow.outcome_service import OutcomeService, OutcomeStore, outcome_routes
-from strangler.shadow.outcomes import OutcomeJoiner, OutcomeResult
+from strangler.shadow.outcome_service import OutcomeService, outcome_routes
+from strangler.shadow.outcome_store import (
+    OutcomeBatch,
+    OutcomeStore,
+    RestoredOutcomes,
+    event_key,
+    pending_table,
+    seen_table,
+)
+from strangler.shadow.outcomes import OutcomeJoiner, OutcomeResult, Side
 from strangler.shadow.store import SqlDivergenceStore, comparisons_table, divergences_table
-from strangler.store import create_store_engine, upgrade_schema
+from strangler.store import StoreUnavailable, create_store_engine, upgrade_schema
 from tests.shadow.test_outcomes import T0, WINDOW, event, rules
 
 
@@ -32,24 +41,65 @@ class Clock:
         return self.now
 
 
+class MemoryJournal:
+    """The outcome journal in memory: `failures` are raised by the next writes (nothing written then);
+    `state` is what `restore` gives."""
+
+    def __init__(self, state: RestoredOutcomes | None = None) -> None:
+        self.batches: list[OutcomeBatch] = []
+        self.failures: list[Exception] = []
+        self.state = state or RestoredOutcomes([], [], None)
+
+    def write(self, batch: OutcomeBatch) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append(batch)
+
+    def restore(self, remember: int) -> RestoredOutcomes:
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.state
+
+    def prune_seen(self, keep: dt.timedelta) -> int:
+        return 0
+
+    @property
+    def results(self) -> list[tuple[dt.datetime, OutcomeResult]]:
+        return [r for batch in self.batches for r in batch.results]
+
+    def waiting(self) -> set[tuple[Side, str]]:
+        """The waiting events the store holds after the batches written so far."""
+        held: set[tuple[Side, str]] = set()
+        for batch in self.batches:
+            held -= batch.resolved
+            held |= set(batch.waiting)
+        return held
+
+
 class Harness:
-    def __init__(self, serving: str = "legacy", compared: bool = True, mode: Mode = Mode.SHADOW) -> None:
+    def __init__(self, serving: str = "legacy", compared: bool = True, mode: Mode = Mode.SHADOW,
+                 journal: MemoryJournal | None = None) -> None:
         self.clock = Clock()
-        self.recorded: list[tuple[dt.datetime, OutcomeResult]] = []
+        self.journal = journal or MemoryJournal()
         self.ledger: list[StageEvent] = []
         joiner = OutcomeJoiner(rules("report", "legacy"), window=WINDOW, modes=lambda: {"profile": mode})
-        self.service = OutcomeService(joiner, self.recorded.append, self.ledger.append, self.clock, tick=0.01,
+        self.service = OutcomeService(joiner, self.journal, self.ledger.append, self.clock, tick=0.01,
                                       serving=lambda aggregate_type: serving,  # type: ignore[arg-type,return-value]
                                       compared=lambda aggregate_type: compared)
+
+    @property
+    def recorded(self) -> list[tuple[dt.datetime, OutcomeResult]]:
+        return self.journal.results
 
     def stages(self) -> list[tuple[str, str, Stage]]:
         return [(e.correlation_id, e.entity_key, e.stage) for e in self.ledger]
 
 
-def test_a_match_reconciles_the_change() -> None:
+async def test_a_match_reconciles_the_change() -> None:
     h = Harness()
     h.service.feed("legacy", event("legacy"))
     h.service.feed("new", event("new"))
+    await h.service.persist()
     assert h.stages() == [("req-1", "42", Stage.PROPAGATED), ("req-1", "42", Stage.RECONCILED)]
     assert [r.kind for _, r in h.recorded] == ["match"] and h.service.counts["match"] == 1
 
@@ -70,10 +120,11 @@ def test_the_serving_sides_event_marks_propagation() -> None:
     assert h.stages()[0] == ("req-1", "42", Stage.PROPAGATED)
 
 
-def test_an_event_without_correlation_id_leaves_the_ledger_alone() -> None:
+async def test_an_event_without_correlation_id_leaves_the_ledger_alone() -> None:
     h = Harness()
     h.service.feed("legacy", event("legacy", cid=None))
     h.service.feed("new", event("new", cid=None))
+    await h.service.persist()
     assert h.ledger == [] and [r.kind for _, r in h.recorded] == ["match"]
 
 
@@ -112,6 +163,7 @@ def client(h: Harness) -> httpx.AsyncClient:
 
 async def test_post_outcomes_feeds_the_comparison_and_answers_the_results() -> None:
     h = Harness()
+    await h.service.restore()
     async with client(h) as c:
         first = await c.post("/outcomes/legacy", content=event("legacy").model_dump_json())
         assert first.status_code == 202 and first.json() == {"accepted": 1, "results": []}
@@ -130,11 +182,130 @@ async def test_post_outcomes_feeds_the_comparison_and_answers_the_results() -> N
 ])
 async def test_post_outcomes_refuses_bad_input(path: str, body: bytes, status: int) -> None:
     h = Harness()
+    await h.service.restore()
     async with client(h) as c:
         response = await c.post(path, content=body)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
     assert h.recorded == [] and h.service.joiner.pending() == 0
+
+
+async def test_post_outcomes_waits_until_the_state_is_restored() -> None:
+    h = Harness()
+    async with client(h) as c:
+        early = await c.post("/outcomes/legacy", content=event("legacy").model_dump_json())
+        assert early.status_code == 503 and "not restored" in early.json()["detail"]
+        assert h.service.joiner.pending() == 0
+        await h.service.restore()
+        assert (await c.post("/outcomes/legacy", content=event("legacy").model_dump_json())).status_code == 202
+
+
+async def test_post_outcomes_answers_503_until_the_store_holds_the_events_and_a_resend_is_harmless() -> None:
+    h = Harness()
+    await h.service.restore()
+    legacy, new = event("legacy"), event("new")
+    h.journal.failures.append(StoreUnavailable("outcome store: OperationalError: connection refused"))
+    async with client(h) as c:
+        refused = await c.post("/outcomes/legacy", content=legacy.model_dump_json())
+        assert refused.status_code == 503 and "sending them again is harmless" in refused.json()["detail"]
+        assert h.journal.batches == []
+        again = await c.post("/outcomes/legacy", content=legacy.model_dump_json())  # the store is back
+        assert again.status_code == 202 and again.json() == {"accepted": 1, "results": []}
+        paired = await c.post("/outcomes/new", content=new.model_dump_json())
+    assert [r["kind"] for r in paired.json()["results"]] == ["match"]
+    first, second = h.journal.batches
+    assert list(first.waiting) == [("legacy", legacy.event_id)] and set(first.seen) == {("legacy", legacy.event_id)}
+    assert second.resolved == {("legacy", legacy.event_id)} and [r.kind for _, r in second.results] == ["match"]
+    assert h.service.counts["duplicate"] == 1 and h.journal.waiting() == set()
+
+
+# -- the service's state in the journal ------------------------------------------------------------------
+
+
+async def test_a_batch_holds_what_waits_what_stopped_waiting_and_the_results() -> None:
+    h = Harness()
+    early, late, partner = event("legacy", aggregate_id="1"), event("legacy", aggregate_id="2"), event(
+        "new", aggregate_id="1")
+    h.service.feed("legacy", early)
+    h.service.feed("legacy", late)
+    await h.service.persist()
+    assert h.journal.waiting() == {("legacy", early.event_id), ("legacy", late.event_id)}
+    h.service.feed("new", partner)
+    h.clock.now = T0 + WINDOW + dt.timedelta(seconds=1)
+    h.service.feed("new", event("new", aggregate_id="3"))  # its arrival expires `late`
+    await h.service.persist()
+    assert [(r.kind, r.aggregate_id) for _, r in h.recorded] == [("match", "1"), ("missing", "2")]
+    assert {key for key, _ in h.journal.waiting()} == {"new"}  # only the last event waits, in the store too
+
+
+async def test_an_event_that_waits_and_joins_between_two_writes_never_reaches_the_pending_table() -> None:
+    h = Harness()
+    h.service.feed("legacy", event("legacy"))
+    h.service.feed("new", event("new"))
+    await h.service.persist()
+    [batch] = h.journal.batches
+    assert batch.waiting == {} and batch.resolved == set() and len(batch.seen) == 2
+    assert [r.kind for _, r in batch.results] == ["match"]
+
+
+async def test_a_batch_the_store_refused_is_written_with_the_next_one() -> None:
+    h = Harness()
+    first, second = event("legacy", aggregate_id="1"), event("legacy", aggregate_id="2")
+    h.service.feed("legacy", first)
+    h.journal.failures.append(StoreUnavailable("outcome store: down"))
+    with pytest.raises(StoreUnavailable):
+        await h.service.persist()
+    h.service.feed("legacy", second)
+    h.service.feed("new", event("new", aggregate_id="1"))
+    await h.service.persist()
+    [batch] = h.journal.batches
+    assert batch.waiting.keys() == {("legacy", second.event_id)} and batch.resolved == set()
+    assert [r.kind for _, r in batch.results] == ["match"] and len(batch.seen) == 3
+
+
+async def test_a_restored_event_joins_its_partner_and_a_restored_id_is_a_duplicate() -> None:
+    waiting = event("legacy", aggregate_id="1")
+    joined_before = event("legacy", aggregate_id="2")
+    stopped = T0 + dt.timedelta(seconds=20)
+    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [("legacy", joined_before.event_id)],
+                                             stopped))
+    h = Harness(journal=journal)
+    h.clock.now = stopped + dt.timedelta(hours=1)  # a long stop: its window's rest (10 s) is still ahead
+    await h.service.restore()
+    assert h.service.joiner.pending() == 1
+    assert h.service.feed("legacy", joined_before) == []  # re-delivered after the restart: no second outcome
+    assert h.service.feed("legacy", waiting) == []
+    assert h.service.joiner.expire(h.clock.now + dt.timedelta(seconds=9)) == []
+    [result] = h.service.feed("new", event("new", aggregate_id="1"))
+    assert result.kind == "match" and result.legacy == waiting
+    await h.service.persist()
+    [batch] = journal.batches
+    assert batch.resolved == {("legacy", waiting.event_id)} and h.service.counts["duplicate"] == 2
+
+
+async def test_a_restored_event_expires_when_the_rest_of_its_window_ran_out() -> None:
+    waiting = event("legacy")
+    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [], T0 + dt.timedelta(seconds=20)))
+    h = Harness(journal=journal)
+    h.clock.now = T0 + dt.timedelta(minutes=5)
+    await h.service.restore()
+    [missing] = h.service.joiner.expire(h.clock.now + dt.timedelta(seconds=11))
+    assert missing.kind == "missing" and missing.legacy == waiting
+
+
+async def test_the_service_retries_restoring_until_the_store_answers() -> None:
+    journal = MemoryJournal(RestoredOutcomes([("legacy", event("legacy"), T0)], [], T0))
+    journal.failures.extend([StoreUnavailable("down"), StoreUnavailable("down")])
+    h = Harness(journal=journal)
+    await h.service.start()
+    try:
+        for _ in range(500):
+            if h.service.restored:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await h.service.stop()
+    assert h.service.restored and h.service.joiner.pending() == 1 and journal.failures == []
 
 
 # -- the SQL outcome store -------------------------------------------------------------------------------
@@ -198,3 +369,75 @@ def test_outcomes_count_in_the_capabilitys_evidence(engine: Engine) -> None:
     OutcomeStore(engine, lambda aggregate_type: "profile").record([(T0, r) for r in results()])
     rows_ = SqlDivergenceStore(engine).comparisons("profile", T0 - dt.timedelta(minutes=1))
     assert sorted(r.outcome for r in rows_ if r.kind == "outcome") == ["divergence", "match", "missing"]
+
+
+def state_of(engine: Engine) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    with engine.connect() as conn:
+        pending = conn.execute(select(pending_table.c.side, pending_table.c.event_key).order_by(
+            pending_table.c.arrived)).all()
+        seen = conn.execute(select(seen_table.c.side, seen_table.c.event_id).order_by(seen_table.c.at)).all()
+    return [tuple(r) for r in pending], [tuple(r) for r in seen]
+
+
+def test_the_store_keeps_waiting_events_and_seen_ids_and_gives_them_back(engine: Engine) -> None:
+    store = OutcomeStore(engine, lambda aggregate_type: "profile")
+    long_id = "legacy-" + "y" * 400  # longer than the key column: keyed by its hash, given back whole
+    first, second = event("legacy", event_id=long_id, zip="0"), event("legacy", aggregate_id="43")
+    batch = OutcomeBatch()
+    for i, e in enumerate((first, second)):
+        batch.see("legacy", e.event_id, T0 + dt.timedelta(seconds=i))
+        batch.wait("legacy", e, T0 + dt.timedelta(seconds=i))
+    store.write(batch)
+    restored = store.restore(10)
+    assert [(side, e, at) for side, e, at in restored.waiting] == [("legacy", first, T0),
+                                                                   ("legacy", second, T0 + dt.timedelta(seconds=1))]
+    assert restored.seen == [("legacy", long_id), ("legacy", second.event_id)]
+    assert restored.last_active == T0 + dt.timedelta(seconds=1)
+    assert store.restore(1).seen == [("legacy", second.event_id)]  # the newest
+    # joined and expired: gone from the pending table in the same transaction as their results
+    j = OutcomeJoiner(rules(), window=WINDOW, modes=lambda: {})
+    j.restore("legacy", first, T0)
+    [match] = j.add("new", event("new", zip="0"), T0)
+    done = OutcomeBatch(results=[(T0, match)])
+    done.resolve("legacy", long_id)
+    done.see("new", "new-x", T0 + dt.timedelta(seconds=2))
+    done.see("legacy", second.event_id, T0 + dt.timedelta(seconds=2))  # seen again: harmless
+    store.write(done)
+    assert state_of(engine) == ([("legacy", second.event_id)], [
+        ("legacy", long_id), ("legacy", second.event_id), ("new", "new-x")])
+    assert [c["outcome"] for c in rows(engine, comparisons_table)] == ["match"]
+    assert event_key(long_id).startswith("sha256:") and len(event_key(long_id)) <= 100
+
+
+def test_a_batch_is_written_whole_or_not_at_all(engine: Engine) -> None:
+    store = OutcomeStore(engine, lambda aggregate_type: "profile")
+    batch = OutcomeBatch(results=[(T0, r) for r in results()])
+    batch.wait("legacy", event("legacy"), T0)
+    batch.see("legacy", "legacy-a", T0)
+    batch.results.append((T0, None))  # type: ignore[arg-type]  # a row that cannot be built: nothing is written
+    with pytest.raises(AttributeError):
+        store.write(batch)
+    assert state_of(engine) == ([], []) and rows(engine, comparisons_table) == []
+    batch.results.pop()
+    store.write(batch)
+    store.write(batch)  # again, as after a commit whose answer was lost: the waiting event is there once
+    assert len(state_of(engine)[0]) == 1 and len(state_of(engine)[1]) == 1
+
+
+def test_seen_ids_are_forgotten_by_age_before_the_newest_not_by_the_clock(engine: Engine) -> None:
+    store = OutcomeStore(engine, lambda aggregate_type: "profile")
+    batch = OutcomeBatch()
+    for minutes in (0, 50, 70, 130):
+        batch.see("new", f"n-{minutes}", T0 + dt.timedelta(minutes=minutes))
+    store.write(batch)
+    assert store.prune_seen(dt.timedelta(hours=1)) == 2
+    assert state_of(engine)[1] == [("new", "n-70"), ("new", "n-130")]
+    assert store.prune_seen(dt.timedelta(hours=1)) == 0
+
+
+def test_an_unreachable_store_is_store_unavailable(tmp_path: Path) -> None:
+    store = OutcomeStore(create_store_engine(f"sqlite:///{tmp_path}/no-tables.db"), lambda aggregate_type: "p")
+    with pytest.raises(StoreUnavailable, match="outcome store"):
+        store.restore(10)
+    with pytest.raises(StoreUnavailable, match="outcome store"):
+        store.write(OutcomeBatch(seen={("legacy", "x"): T0}))
