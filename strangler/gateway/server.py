@@ -76,15 +76,20 @@ def uvicorn_config(app: Any, config: StranglerConfig, **overrides: Any) -> uvico
 _WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-def _worker_main(config: StranglerConfig, sock: socket.socket) -> None:
+def _worker_main(config: StranglerConfig, sock: socket.socket, shadow_socket: str | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM drains
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until uvicorn installs its handler: nothing to drain
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)  # blocked by `Supervisor._spawn`
     from prometheus_client import CollectorRegistry
 
     from strangler.app import build_proxy
+    from strangler.shadow.handoff import HandoffChannel, ShadowHandoff
 
     app = build_proxy(config, CollectorRegistry())
+    if shadow_socket is not None and app.shadow is not None:  # offloaded mirrors run in the shadow process
+        channel = HandoffChannel(shadow_socket)
+        app.shadow = ShadowHandoff(app.shadow, channel)  # type: ignore[assignment]  # begin() and drain() alike
+        app.lifecycle.append(channel)
     server = uvicorn.Server(uvicorn_config(app, config))
     server.run(sockets=[sock])
 
@@ -96,6 +101,14 @@ def _enable_multiprocess_metrics() -> str:
 
     values.ValueClass = values.get_value_class()  # in case prometheus_client was imported before
     return directory
+
+
+def _shadow_main(config: StranglerConfig, path: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)  # blocked by `Supervisor._spawn`
+    from strangler.shadow.process import run as run_shadow
+
+    run_shadow(config, path)
 
 
 def run(config: StranglerConfig) -> int:
@@ -126,9 +139,17 @@ class Supervisor:
         self.workers: list[BaseProcess] = []
         self.draining = False
         self.started_at = time.time()
+        from strangler.shadow.process import offloads
 
-    def _spawn(self) -> BaseProcess:
-        process = self.context.Process(target=_worker_main, args=(self.config, self.sock), daemon=True)
+        # offloaded capabilities' mirrors run in one shadow process beside the workers, reached on a Unix socket
+        self.shadow_dir = tempfile.mkdtemp(prefix="strangler-shadow-") if offloads(config) else None
+        self.shadow_socket = os.path.join(self.shadow_dir, "handoff.sock") if self.shadow_dir else None
+        self.shadow: BaseProcess | None = None
+
+    def _spawn(self, target: Any = None, args: tuple[Any, ...] | None = None) -> BaseProcess:
+        target = target or _worker_main
+        args = args if args is not None else (self.config, self.sock, self.shadow_socket)
+        process = self.context.Process(target=target, args=args, daemon=True)
         # A worker forked while the admin loop runs inherits asyncio's no-op handler for SIGTERM: a drain
         # signalled while it starts would be swallowed. Blocked, the signal waits for `_worker_main`.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
@@ -138,7 +159,12 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return process
 
+    def _spawn_shadow(self) -> BaseProcess:
+        return self._spawn(_shadow_main, (self.config, self.shadow_socket))
+
     def start_workers(self) -> None:
+        if self.shadow_socket is not None:
+            self.shadow = self._spawn_shadow()
         self.workers = [self._spawn() for _ in range(self.config.workers)]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -158,6 +184,12 @@ class Supervisor:
                     if worker.pid is not None:
                         multiprocess.mark_process_dead(worker.pid)
                     self.workers[i] = self._spawn()
+            shadow = self.shadow
+            if shadow is not None and not shadow.is_alive() and not self.draining:
+                log.warning("shadow process %s exited with %s; starting a new one", shadow.pid, shadow.exitcode)
+                if shadow.pid is not None:
+                    multiprocess.mark_process_dead(shadow.pid)
+                self.shadow = self._spawn_shadow()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
 
@@ -208,3 +240,17 @@ class Supervisor:
             if worker.is_alive():
                 worker.kill()
                 worker.join(1)
+        self.stop_shadow(grace)
+
+    def stop_shadow(self, grace: float) -> None:
+        """After the workers: what they handed over is mirrored and stored, up to the drain timeout."""
+        shadow = self.shadow
+        if shadow is not None and shadow.is_alive() and shadow.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(shadow.pid, signal.SIGTERM)
+            shadow.join(grace)
+            if shadow.is_alive():
+                shadow.kill()
+                shadow.join(1)
+        if self.shadow_dir is not None:
+            shutil.rmtree(self.shadow_dir, ignore_errors=True)

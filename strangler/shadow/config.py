@@ -26,6 +26,10 @@ class ShadowConfig(Model):
     timeout: float = Field(10.0, gt=0)
     secondary: str | None = Field(None, description="a second instance of the serving side, used for noise")
     store_bodies: bool = False
+    offload: bool = Field(False, description="mirror, compare and store in the gateway's shadow process instead of "
+                          "the worker that served the request, which only hands the captured request and response "
+                          "over: for machines with a core to spare; mirrors it cannot keep up with are dropped, "
+                          "counted")
 
 
 class CompareConfig(Model):

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from strangler.gateway.breaker import CircuitBreaker
 from strangler.gateway.errors import UpstreamError, UpstreamTimeout
@@ -40,6 +41,18 @@ class _Side:
         self.response = response
         self.latency_ms = latency_ms
         self.failure = failure
+
+
+@dataclass(frozen=True, slots=True)
+class HandedPrimary:
+    """The primary outcome a worker hands over: `ok` (answered in full), status, compared headers, body (None:
+    above max_body), latency."""
+
+    ok: bool
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None
+    latency_ms: float | None
 
 
 class ShadowJob:
@@ -79,7 +92,7 @@ class ShadowJob:
     def response_started(self, status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.latency_ms = (time.perf_counter() - self.started) * 1000
-        self.headers = _wanted_headers(raw_headers, self.shadow.compared_headers[self.capability])
+        self.headers = wanted_headers(raw_headers, self.shadow.compared_headers[self.capability])
 
     def capture_response(self, chunk: bytes) -> None:
         body = self.response_body
@@ -127,8 +140,10 @@ class Shadow:
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         breakers: Mapping[str, CircuitBreaker] | None = None,
+        workers: int = 1,
     ) -> None:
         self.capabilities = dict(capabilities)
+        self.workers = workers  # whose mirrors this instance runs: `max_in_flight` is per capability and worker
         self.clients = clients
         # per mirror upstream: a mirror that keeps failing is not called (nor a job made) while open
         self.breakers = dict(breakers or {})
@@ -162,17 +177,43 @@ class Shadow:
             self.metrics.skipped(capability, "too_large")
             self.record_failure(route, method, correlation_id, "too_large")
             return None
-        if self._in_flight[capability] >= cap.shadow.max_in_flight:
+        if not self._admit(route, method, correlation_id):
+            return None
+        return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
+
+    def accept(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
+               request_body: bytes | None, has_body: bool, primary: HandedPrimary) -> None:
+        """Mirror a request that a worker has served and handed over (`strangler.shadow.handoff`): `begin`'s
+        sampling and size checks were made there; the in-flight cap and the mirror's breaker apply here."""
+        capability = route.capability
+        cap = self.capabilities.get(capability or "")
+        if capability is None or cap is None or route.decision.mirror is None:
+            return
+        if not self._admit(route, method, correlation_id):
+            return
+        job = ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
+        if has_body:
+            job.request_body = bytearray(request_body) if request_body is not None else None
+        job.status = primary.status
+        job.headers = dict(primary.headers)
+        job.latency_ms = primary.latency_ms
+        job.response_body = bytearray(primary.body) if primary.body is not None else None
+        job.finish(primary.ok)
+
+    def _admit(self, route: Route, method: str, correlation_id: str) -> bool:
+        """Below the in-flight cap and with the mirror's breaker not open: count one more in flight."""
+        capability = route.capability or ""
+        if self._in_flight[capability] >= self.capabilities[capability].shadow.max_in_flight * self.workers:
             self.metrics.dropped(capability)
             self.record_failure(route, method, correlation_id, "dropped")
-            return None
-        breaker = self.breakers.get(route.decision.mirror)
+            return False
+        breaker = self.breakers.get(route.decision.mirror or "")
         if breaker is not None and breaker.is_open():
             self.metrics.skipped(capability, "circuit_open")
             self.record_failure(route, method, correlation_id, "circuit_open")
-            return None
+            return False
         self._in_flight[capability] += 1
-        return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
+        return True
 
     def release(self, capability: str) -> None:
         self._in_flight[capability] -= 1
@@ -181,7 +222,7 @@ class Shadow:
         """A request that was to be mirrored and was not (`dropped`, `too_large`, `circuit_open`): the report
         counts these next to the mirror's timeouts and errors."""
         capability = route.capability or ""
-        self.sink(ComparisonRecord(self.clock(), capability, _template(route), method, "candidate", outcome,
+        self.sink(ComparisonRecord(self.clock(), capability, route_text(route), method, "candidate", outcome,
                                    correlation_id, route.decision.target, None, None, None, None))
 
     def spawn(self, job: ShadowJob) -> None:
@@ -258,7 +299,7 @@ class Shadow:
         if too_large:
             self.metrics.skipped(job.capability, "too_large")
             return _Side(None, latency, "too_large")
-        wanted = _wanted_headers(response.headers, self.compared_headers[job.capability])
+        wanted = wanted_headers(response.headers, self.compared_headers[job.capability])
         return _Side(CapturedResponse(response.status, wanted, bytes(captured), wanted.get("content-type", "")),
                      latency, None)
 
@@ -281,7 +322,7 @@ class Shadow:
         record = ComparisonRecord(
             at=self.clock(),
             capability=job.capability,
-            route=_template(job.route),
+            route=route_text(job.route),
             method=job.method,
             kind=kind,
             outcome=outcome,
@@ -313,7 +354,7 @@ def serving_side_is_authoritative(capabilities: Mapping[str, CapabilityConfig]) 
     return classify
 
 
-def _wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) -> dict[str, str]:
+def wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) -> dict[str, str]:
     """The compared headers; a repeated one (Set-Cookie) keeps all its values, in order."""
     out: dict[str, str] = {}
     for name, value in raw:
@@ -324,7 +365,7 @@ def _wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) 
     return out
 
 
-def _template(route: Route) -> str:
+def route_text(route: Route) -> str:
     return route.template.text if route.template is not None else ""
 
 

@@ -79,8 +79,12 @@ class GatewayProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def worker_pids(self) -> list[int]:
-        """The proxy workers: the serve process's children (multiprocessing forks)."""
-        return children_of(self.pid)
+        """The proxy workers: the serve process's children (multiprocessing forks) but its shadow process."""
+        return [pid for pid in children_of(self.pid) if command_name(pid) != SHADOW_PROCESS]
+
+    def shadow_pid(self) -> int | None:
+        """The shadow process (mirrors, comparisons), when the configuration has capabilities with two sides."""
+        return next((pid for pid in children_of(self.pid) if command_name(pid) == SHADOW_PROCESS), None)
 
     def terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -90,7 +94,7 @@ class GatewayProcess:
         """SIGTERM, wait, then SIGKILL whatever is left (the process and its workers)."""
         if self.process is None:
             return None
-        workers = self.worker_pids() if self.process.poll() is None else []
+        workers = children_of(self.pid) if self.process.poll() is None else []
         self.terminate()
         try:
             self.process.wait(timeout)
@@ -106,6 +110,16 @@ class GatewayProcess:
 
     def metrics(self) -> str:
         return httpx.get(f"{self.admin_url}/metrics", timeout=5.0).text
+
+
+SHADOW_PROCESS = "shadow-process"  # its /proc/PID/comm
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def children_of(pid: int) -> list[int]:
