@@ -2,19 +2,24 @@
 
 Measured in one run:
 
-1. One `strangler serve` (2 workers, SQLite store) with two capabilities on the same two static nginx
+1. One `strangler serve` (2 workers, SQLite store) with three capabilities on the same two static nginx
    upstreams (legacy and new, one worker each): `GET /legacy-mode` in mode `legacy`, `GET /shadow-mode` in
-   mode `shadow` (mirrored to new, compared, stored; `noise_sample` at its default 0.1). wrk at 1 and 50
-   connections, the two modes alternating (ABBA) so that drift on a shared machine hits both alike;
-   medians reported. Mirror drops, failures and records the writer dropped are read from /metrics.
+   mode `shadow` (mirrored to new by the worker, compared, stored; `noise_sample` at its default 0.1), and
+   `GET /offloaded-mode` in mode `shadow` with `shadow.offload` (the worker hands the mirror to the
+   gateway's shadow process). wrk at 1 and 50 connections, the modes alternating (ABC CBA) so that drift on
+   a shared machine hits all alike; medians reported. Mirror drops, failures and records the writer
+   dropped are read from /metrics.
 2. The comparison engine alone, pinned to one core: `Comparator.compare` of two ~2 KB JSON documents
-   with one difference, and `orjson.loads` of the same two documents as a reference (CPU time, medians).
+   with one difference, and `orjson.loads` of the same two documents as a reference (CPU time, medians),
+   for compact bodies (as orjson writes them: the splice applies) and indented ones (whole documents).
    `--engine-baseline FILE` also measures another compare.py (e.g. an older one from git) for a
-   before/after.
+   before/after, the two alternating round by round.
 
     python bench/shadow.py                        # full run; rewrites the "## Shadow mode" section of RESULTS.md
     python bench/shadow.py --duration 3 --repeats 1 --no-write     # quick look
     python bench/shadow.py --engine-only --profile-engine          # the comparison engine, with a cProfile
+    git show REV:strangler/shadow/compare.py > /tmp/compare_before.py
+    python bench/shadow.py --engine-baseline /tmp/compare_before.py --engine-baseline-label "before: REV"
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ RESULTS = BENCH_DIR / "RESULTS.md"
 SECTION_START = "<!-- bench/shadow.py: start -->"
 SECTION_END = "<!-- bench/shadow.py: end -->"
 CONNECTIONS = (1, 50)
-MODES = {"legacy": "/legacy-mode", "shadow": "/shadow-mode"}
+MODES = {"legacy": "/legacy-mode", "shadow": "/shadow-mode", "offloaded": "/offloaded-mode"}
+CAPABILITIES = {"shadow": "shadowed", "offloaded": "offloaded"}  # shadowed modes -> their capability
+CURRENT = "strangler.shadow.compare (this tree)"
 TARGETS = {"added_p50_us": 50.0, "throughput_share": 60.0, "comparisons_per_s": 20_000.0}
 
 
@@ -103,12 +110,18 @@ capabilities:
     new: new
     routes: ["GET {MODES["shadow"]}"]
     mode: shadow
+  offloaded:
+    legacy: legacy
+    new: new
+    routes: ["GET {MODES["offloaded"]}"]
+    mode: shadow
+    shadow: {{offload: true}}
 """
     )
     return path
 
 
-def shadow_counters(admin_url: str) -> dict[str, float]:
+def shadow_counters(admin_url: str, capability: str) -> dict[str, float]:
     with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as resp:
         text = resp.read().decode()
 
@@ -122,10 +135,10 @@ def shadow_counters(admin_url: str) -> dict[str, float]:
         return value
 
     return {
-        "mirrored": total("strangler_shadow_mirrored_total", capability="shadowed"),
-        "compared": total("strangler_shadow_compared_total", capability="shadowed"),
-        "dropped": total("strangler_shadow_dropped_total", capability="shadowed"),
-        "failed": total("strangler_shadow_failed_total", capability="shadowed"),
+        "mirrored": total("strangler_shadow_mirrored_total", capability=capability),
+        "compared": total("strangler_shadow_compared_total", capability=capability),
+        "dropped": total("strangler_shadow_dropped_total", capability=capability),
+        "failed": total("strangler_shadow_failed_total", capability=capability),
         "records_dropped": total("strangler_shadow_records_dropped_total"),
     }
 
@@ -171,21 +184,22 @@ def measure_gateway(args: argparse.Namespace, workdir: Path) -> dict[tuple[str, 
             for mode in MODES:
                 proxy_bench.run_wrk(urls[mode], conns, args.warmup, gateway, legacy)
             for i in range(args.repeats):
-                order = list(MODES) if i % 2 == 0 else list(reversed(MODES))  # ABBA against drift
+                order = list(MODES) if i % 2 == 0 else list(reversed(MODES))  # ABC CBA against drift
                 for mode in order:
-                    before = shadow_counters(admin_url)
+                    capability = CAPABILITIES.get(mode, "plain")
+                    before = shadow_counters(admin_url, capability)
                     run = proxy_bench.run_wrk(urls[mode], conns, args.duration, gateway, legacy)
                     time.sleep(1.5)  # let mirrors in flight finish and the writer flush
-                    after = shadow_counters(admin_url)
+                    after = shadow_counters(admin_url, capability)
                     cell = cells[(mode, conns)]
                     cell.runs.append(run)
                     extra = ""
-                    if mode == "shadow":
+                    if mode in CAPABILITIES:
                         delta = {k: after[k] - before[k] for k in after}
                         delta["requests"] = run.requests
                         cell.counters.append(delta)
                         extra = f"mirrored {delta['mirrored']:.0f} dropped {delta['dropped']:.0f}"
-                    print(f"  {mode:7} c={conns:<3} run {i + 1}: {run.rps:8.0f} req/s  p50 {run.p50_us:7.0f} µs  "
+                    print(f"  {mode:9} c={conns:<3} run {i + 1}: {run.rps:8.0f} req/s  p50 {run.p50_us:7.0f} µs  "
                           f"p99 {run.p99_us:7.0f} µs  gateway CPU {run.proxy_cpu_us or 0:5.0f} µs/req  "
                           f"errors {run.errors}  others {run.others_cores:.2f} cores  {extra}", flush=True)
     return cells
@@ -218,29 +232,39 @@ def rate(fn: Callable[[], object], n: int) -> float:
 @dataclass
 class EngineResult:
     name: str
+    bodies: str
     document_bytes: int
-    comparisons: list[float]
-    loads: list[float]
-    differences: list[str]
+    comparisons: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
 
 
-def measure_engine(module: ModuleType, name: str, rounds: int, n: int) -> EngineResult:
+BODIES = {"compact": None, "indented": orjson.OPT_INDENT_2}  # as orjson writes them (canonical), or not
+
+
+def measure_engines(modules: list[tuple[ModuleType, str]], rounds: int, n: int) -> list[EngineResult]:
+    """Every engine on every kind of bodies, round by round in turn, so that all see the same machine."""
     from strangler.shadow.config import CompareConfig
 
     a = document()
     b = copy.deepcopy(a)
     b["orders"][7]["status"] = "returned"
-    raw_a, raw_b = orjson.dumps(a), orjson.dumps(b)
     ct = "application/json"
-    primary = module.CapturedResponse(200, {"content-type": ct}, raw_a, ct)
-    other = module.CapturedResponse(200, {"content-type": ct}, raw_b, ct)
-    comparator = module.Comparator(CompareConfig())
-    found = comparator.compare(primary, other)
-    comparisons, loads = [], []
-    for _ in range(rounds):  # interleaved, so that both see the same machine
-        comparisons.append(rate(lambda: comparator.compare(primary, other), n))
-        loads.append(rate(lambda: (orjson.loads(raw_a), orjson.loads(raw_b)), n))
-    return EngineResult(name, (len(raw_a) + len(raw_b)) // 2, comparisons, loads, [d.path for d in found])
+    cases = []
+    for bodies, option in BODIES.items():
+        raw_a, raw_b = orjson.dumps(a, option=option), orjson.dumps(b, option=option)
+        for module, name in modules:
+            primary = module.CapturedResponse(200, {"content-type": ct}, raw_a, ct)
+            other = module.CapturedResponse(200, {"content-type": ct}, raw_b, ct)
+            comparator = module.Comparator(CompareConfig())
+            found = comparator.compare(primary, other)
+            result = EngineResult(name, bodies, (len(raw_a) + len(raw_b)) // 2, differences=[d.path for d in found])
+            cases.append((result, comparator, primary, other, raw_a, raw_b))
+    for _ in range(rounds):
+        for result, comparator, primary, other, raw_a, raw_b in cases:
+            result.comparisons.append(rate(lambda c=comparator, p=primary, o=other: c.compare(p, o), n))
+            result.loads.append(rate(lambda x=raw_a, y=raw_b: (orjson.loads(x), orjson.loads(y)), n))
+    return [case[0] for case in cases]
 
 
 def profile_engine(module: ModuleType) -> str:
@@ -284,26 +308,27 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
 def gateway_tables(cells: dict[tuple[str, int], Cell]) -> str:
     rows = ["| mode | conns | req/s | p50 µs | p99 µs | gateway CPU µs/req | other processes (cores) | errors |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for (mode, conns), cell in cells.items():
+    for (mode, conns), cell in sorted(cells.items(), key=lambda item: (item[0][1], list(MODES).index(item[0][0]))):
         rows.append(f"| {mode} | {conns} | {_fmt(cell.median('rps'))} | {_fmt(cell.median('p50_us'))} "
                     f"| {_fmt(cell.median('p99_us'))} | {_fmt(cell.median('proxy_cpu_us'))} "
                     f"| {_fmt(cell.median('others_cores'), '.2f')} | {sum(r.errors for r in cell.runs)} |")
-    rows += ["", "| shadow mode, conns | requests | mirrored | compared | dropped | failed | records not stored |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for conns in CONNECTIONS:
-        cell = cells[("shadow", conns)]
-        rows.append(f"| {conns} | {cell.total('requests'):.0f} | {cell.total('mirrored'):.0f} "
-                    f"| {cell.total('compared'):.0f} | {cell.total('dropped'):.0f} | {cell.total('failed'):.0f} "
-                    f"| {cell.total('records_dropped'):.0f} |")
+    rows += ["", "| mode | conns | requests | mirrored | compared | dropped | failed | records not stored |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode in CAPABILITIES:
+        for conns in CONNECTIONS:
+            cell = cells[(mode, conns)]
+            rows.append(f"| {mode} | {conns} | {cell.total('requests'):.0f} | {cell.total('mirrored'):.0f} "
+                        f"| {cell.total('compared'):.0f} | {cell.total('dropped'):.0f} "
+                        f"| {cell.total('failed'):.0f} | {cell.total('records_dropped'):.0f} |")
     return "\n".join(rows)
 
 
 def engine_table(results: list[EngineResult]) -> str:
-    rows = ["| engine | document | comparisons/s (median, best) | orjson.loads of both /s (median) "
-            "| compare / loads time |", "|---|---:|---:|---:|---:|"]
+    rows = ["| engine | bodies | document | comparisons/s (median, best) | orjson.loads of both /s (median) "
+            "| compare / loads time |", "|---|---|---:|---:|---:|---:|"]
     for r in results:
         ratio = statistics.median(lo / co for co, lo in zip(r.comparisons, r.loads, strict=True))
-        rows.append(f"| {r.name} | {r.document_bytes} B | {statistics.median(r.comparisons):,.0f} "
+        rows.append(f"| {r.name} | {r.bodies} | {r.document_bytes} B | {statistics.median(r.comparisons):,.0f} "
                     f"({max(r.comparisons):,.0f}) | {statistics.median(r.loads):,.0f} | {ratio:.2f}x |")
     return "\n".join(rows)
 
@@ -313,24 +338,26 @@ def targets_table(cells: dict[tuple[str, int], Cell] | None, engine: EngineResul
         return "n/a" if ok is None else ("met" if ok else "**missed**")
 
     rows = ["| measure | value | target | verdict |", "|---|---:|---:|---|"]
-    if cells is not None:
-        shadow_p50, legacy_p50 = cells[("shadow", 1)].median("p50_us"), cells[("legacy", 1)].median("p50_us")
-        added = shadow_p50 - legacy_p50 if shadow_p50 is not None and legacy_p50 is not None else None
-        rows.append(f"| shadow mode's added p50 over legacy mode, 1 conn | {_fmt(added)} µs "
+    measured = cells or {}
+    for mode in CAPABILITIES if measured else ():
+        mode_p50, legacy_p50 = measured[(mode, 1)].median("p50_us"), measured[("legacy", 1)].median("p50_us")
+        added = mode_p50 - legacy_p50 if mode_p50 is not None and legacy_p50 is not None else None
+        rows.append(f"| {mode}: added p50 over legacy mode, 1 conn | {_fmt(added)} µs "
                     f"| <= {TARGETS['added_p50_us']:.0f} µs "
                     f"| {verdict(None if added is None else added <= TARGETS['added_p50_us'])} |")
-        shadow_rps, legacy_rps = cells[("shadow", 50)].median("rps"), cells[("legacy", 50)].median("rps")
-        share = 100 * shadow_rps / legacy_rps if shadow_rps and legacy_rps else None
-        rows.append(f"| shadow mode req/s as % of legacy mode's, 50 conns | {_fmt(share, '.1f')}% "
+        mode_rps, legacy_rps = measured[(mode, 50)].median("rps"), measured[("legacy", 50)].median("rps")
+        share = 100 * mode_rps / legacy_rps if mode_rps and legacy_rps else None
+        rows.append(f"| {mode}: req/s as % of legacy mode's, 50 conns | {_fmt(share, '.1f')}% "
                     f"| >= {TARGETS['throughput_share']:.0f}% "
                     f"| {verdict(None if share is None else share >= TARGETS['throughput_share'])} |")
-        dropped = sum(cells[("shadow", c)].total("dropped") for c in CONNECTIONS)
-        rows.append(f"| mirrors dropped (in-flight cap 100 per worker, at most 50 in flight) | {dropped:.0f} | 0 "
-                    f"| {verdict(dropped == 0)} |")
+        dropped = sum(measured[(mode, c)].total("dropped") for c in CONNECTIONS)
+        mirrors = sum(measured[(mode, c)].total("requests") for c in CONNECTIONS)
+        rows.append(f"| {mode}: mirrors dropped (in-flight cap 100 per worker, at most 50 requests in flight) "
+                    f"| {dropped:.0f} of {mirrors:.0f} | 0 | {verdict(dropped == 0)} |")
     if engine is not None:
         value = statistics.median(engine.comparisons)
-        rows.append(f"| comparisons/s, two {engine.document_bytes} B documents, one difference, one core "
-                    f"| {value:,.0f} | >= {TARGETS['comparisons_per_s']:,.0f} "
+        rows.append(f"| comparisons/s, two {engine.document_bytes} B documents ({engine.bodies}), one difference, "
+                    f"one core | {value:,.0f} | >= {TARGETS['comparisons_per_s']:,.0f} "
                     f"| {verdict(value >= TARGETS['comparisons_per_s'])} |")
     return "\n".join(rows)
 
@@ -339,20 +366,25 @@ def results_section(info: dict[str, str], args: argparse.Namespace, cells: dict[
                     engines: list[EngineResult], profile: str | None) -> str:
     parts = [SECTION_START, "## Shadow mode", "",
              "Run `python bench/shadow.py`: one `strangler serve` (2 workers, SQLite store) with a capability in "
-             "mode `legacy` and one in mode `shadow` on the same two static nginx upstreams (legacy and new, one "
-             f"worker each, {len(proxy_bench.BODY)}-byte JSON body); wrk {args.duration:g} s per run, "
+             "mode `legacy`, one in mode `shadow` (mirrors run by the worker) and one in mode `shadow` with "
+             "`shadow.offload` (mirrors handed to the shadow process) on the same two static nginx upstreams "
+             f"(legacy and new, one worker each, {len(proxy_bench.BODY)}-byte JSON body); wrk {args.duration:g} s "
+             "per run, "
              f"{args.repeats} runs per cell with the modes alternating, "
              f"medians; the engine: {args.engine_rounds} rounds of {args.engine_calls} calls, CPU time of "
              "this process, pinned to one core. The machine is shared with other work: the `other processes` "
              "column is the CPU they used during each run (median), and medians are what to read.", "",
              "\n".join(f"- {k}: {v}" for k, v in info.items()), ""]
     if cells is not None:
-        parts += ["### Gateway: legacy mode vs shadow mode (same process, same upstreams)", "",
+        parts += ["### Gateway: legacy mode vs shadow mode, in the worker and offloaded (same process, same "
+                  "upstreams)", "",
                   gateway_tables(cells), ""]
     if engines:
         parts += ["### Comparison engine", "", engine_table(engines), "",
-                  f"Differences found: {', '.join(engines[-1].differences)}.", ""]
-    parts += ["### Targets", "", targets_table(cells, engines[-1] if engines else None)]
+                  "Differences found: " + "; ".join(f"{e.name}, {e.bodies}: {', '.join(e.differences)}"
+                                                    for e in engines) + ".", ""]
+    current = [e for e in engines if e.name == CURRENT and e.bodies == "compact"]
+    parts += ["### Targets", "", targets_table(cells, current[0] if current else None)]
     if args.notes and Path(args.notes).exists():
         parts += ["", Path(args.notes).read_text().strip()]
     if profile:
@@ -383,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-rounds", type=int, default=15)
     parser.add_argument("--engine-calls", type=int, default=3000)
     parser.add_argument("--engine-baseline", metavar="FILE", help="also measure this compare.py (before/after)")
+    parser.add_argument("--engine-baseline-label", metavar="TEXT", help="its name in the table")
     parser.add_argument("--profile-engine", action="store_true", help="add a cProfile of the engine")
     parser.add_argument("--notes", help="a Markdown file appended to the section (analysis written by hand)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
@@ -403,11 +436,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     import strangler.shadow.compare as current
 
-    modules = [(current, "strangler.shadow.compare (this tree)")]
+    modules = [(current, CURRENT)]
     if args.engine_baseline:
-        modules.insert(0, (_load("compare_baseline", Path(args.engine_baseline)), f"baseline: {args.engine_baseline}"))
-    engines = [on_one_core(lambda m=m, n=n: measure_engine(m, n, args.engine_rounds, args.engine_calls))
-               for m, n in modules]
+        label = args.engine_baseline_label or f"before: {args.engine_baseline}"
+        modules.insert(0, (_load("compare_baseline", Path(args.engine_baseline)), label))
+    engines = on_one_core(lambda: measure_engines(modules, args.engine_rounds, args.engine_calls))
     profile = on_one_core(lambda: profile_engine(current)) if args.profile_engine else None
     section = results_section(info, args, cells, engines, profile)
     print()
