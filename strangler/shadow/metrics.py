@@ -27,12 +27,12 @@ class ShadowMetrics:
                                  "queue full, or the store failing past the retries)", registry=registry)
         self._max_fields = max_fields
         self._seen_fields: dict[str, set[str]] = {}
-        self._children: dict[tuple[Counter, str], Any] = {}  # labelled once: `labels()` takes a lock each time
+        self._children: dict[tuple[Any, ...], Any] = {}  # labelled once: `labels()` takes a lock each time
 
-    def _child(self, counter: Counter, capability: str) -> Any:
-        child = self._children.get((counter, capability))
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        child = self._children.get((counter, *labels))
         if child is None:
-            child = self._children[(counter, capability)] = counter.labels(capability)
+            child = self._children[(counter, *labels)] = counter.labels(*labels)
         return child
 
     def mirrored(self, capability: str) -> None:
@@ -42,10 +42,10 @@ class ShadowMetrics:
         self._child(self._dropped, capability).inc()
 
     def skipped(self, capability: str, reason: str) -> None:
-        self._skipped.labels(capability, reason).inc()
+        self._child(self._skipped, capability, reason).inc()
 
     def failed(self, capability: str, reason: str) -> None:
-        self._failed.labels(capability, reason).inc()
+        self._child(self._failed, capability, reason).inc()
 
     def records_dropped(self, count: int) -> None:
         self._unstored.inc(count)
@@ -59,4 +59,4 @@ class ShadowMetrics:
         for name in fields:
             if name not in seen and len(seen) < self._max_fields:
                 seen.add(name)
-            self._fields.labels(capability, name if name in seen else "other").inc()
+            self._child(self._fields, capability, name if name in seen else "other").inc()
