@@ -1,5 +1,6 @@
 """Which checkpoints the sink has acknowledged: records are acknowledged out of order (across partitions and
-topics), a checkpoint counts only once every record before it is."""
+topics), a checkpoint counts only once every record before it is. A change mapped to domain events in-process
+counts as one more output of its unit, done when the mapping pipeline says all its outputs are acknowledged."""
 
 from __future__ import annotations
 
@@ -29,11 +30,18 @@ class _Unit:
         else:
             self.tracker.acknowledged += 1
 
+    def mapped(self) -> None:
+        """A change's domain events (and dead letters) are all acknowledged."""
+        self.pending -= 1
+        self.tracker.in_flight -= 1
+        self.tracker.mapped += 1
+
 
 class AckTracker:
     def __init__(self) -> None:
         self.in_flight = 0
         self.acknowledged = 0
+        self.mapped = 0  # changes whose domain events are acknowledged
         self.errors: list[Any] = []  # delivery failures: the session must rewind
         self._open = _Unit(self)
         self._closed: deque[_Unit] = deque()
@@ -51,6 +59,13 @@ class AckTracker:
         unit.pending += count
         self.in_flight += count
         return unit.ack
+
+    def mapping(self) -> Any:
+        """Count one change handed to the domain-event pipeline; returns its `on_done`."""
+        unit = self._open
+        unit.pending += 1
+        self.in_flight += 1
+        return unit.mapped
 
     def close(self, checkpoint: Checkpoint) -> None:
         """Every record sent since the previous checkpoint comes before `checkpoint`."""

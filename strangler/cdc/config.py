@@ -152,6 +152,20 @@ class ConnectorConfig(Model):
     batch_size: int = Field(5000, ge=1, description="changes read from the source per step")
     retry_max_wait: float = Field(30.0, gt=0, description="longest back-off between reconnection attempts")
     state_path: str | None = Field(None, description="default: <cdc.state_dir>/<connector>.json")
+    map_domain_events: bool = Field(
+        False, description="map this connector's changes to domain events in-process, with the rules of "
+                           "cdc.domain_events, published to cdc.domain_events.publish; the source advances only "
+                           "past changes whose domain events (and change events) are acknowledged")
+    publish_change_events: bool = Field(
+        True, description="send the change events to the sink; false (with map_domain_events) publishes only "
+                          "the domain events and dead letters")
+
+    @model_validator(mode="after")
+    def _outputs(self) -> ConnectorConfig:
+        if not self.publish_change_events and not self.map_domain_events:
+            raise ValueError("publish_change_events: false needs map_domain_events: true, or the connector "
+                             "publishes nothing")
+        return self
 
 
 class CdcConfig(Model):
@@ -167,6 +181,18 @@ class CdcConfig(Model):
             if not _TOPIC.fullmatch(name):
                 raise ValueError(f"connector name {name!r}: expected letters, digits, '.', '_' or '-'")
         return connectors
+
+    @model_validator(mode="after")
+    def _mapping(self) -> CdcConfig:
+        for name, connector in self.connectors.items():
+            if not connector.map_domain_events:
+                continue
+            if self.domain_events is None:
+                raise ValueError(f"connectors.{name}.map_domain_events: cdc.domain_events is not configured")
+            if self.domain_events.publish is None:
+                raise ValueError(f"connectors.{name}.map_domain_events: cdc.domain_events.publish is not "
+                                 "configured (where the domain events go)")
+        return self
 
     @field_validator("metrics_listen")
     @classmethod

@@ -20,7 +20,7 @@ from strangler.cdc.checkpoint import AckTracker
 from strangler.cdc.config import ConnectorConfig
 from strangler.cdc.errors import SinkError, SlotLost, SourceError
 from strangler.cdc.metrics import CdcMetrics
-from strangler.cdc.ports import ChangeSource, EventSink
+from strangler.cdc.ports import ChangeMapping, ChangeSource, EventSink
 
 log = logging.getLogger("strangler.cdc")
 _STALL_AFTER = 10.0  # seconds without an acknowledgement, with events in flight, before reporting unhealthy
@@ -44,6 +44,8 @@ class Connector:
         heartbeat: tuple[str, str] | None = None,
         heartbeat_interval: float = 0.0,
         lag_warning_bytes: int = 1 << 30,
+        make_mapping: Callable[[], ChangeMapping] | None = None,
+        publish_changes: bool = True,
     ) -> None:
         self.name = name
         self.config = config
@@ -53,10 +55,13 @@ class Connector:
         self.heartbeat = heartbeat  # (topic, server name) of Debezium-style heartbeat records, if any
         self.heartbeat_interval = heartbeat_interval
         self.lag_warning_bytes = lag_warning_bytes
+        self.make_mapping = make_mapping  # domain events made in-process, if any
+        self.publish_changes = publish_changes
         self.phase = "starting"
         self.healthy = False
         self.reason: str | None = "starting"
         self.acknowledged = 0  # across sessions
+        self.mapped = 0  # changes whose domain events were acknowledged, across sessions
         self.duplicates = 0
         self.lag_seconds = 0.0
         self.lag_bytes: int | None = None
@@ -66,6 +71,7 @@ class Connector:
         self._failures = 0
         self._progressed = False
         self._session_acks = 0
+        self._session_mapped = 0
         self._session_duplicates = 0
         self._last_ack = time.monotonic()
         self._last_commit_us: int | None = None
@@ -114,15 +120,20 @@ class Connector:
 
     def _session(self, stop: threading.Event) -> None:
         source, sink, tracker = self.make_source(), self.make_sink(), AckTracker()
-        self._session_acks = self._session_duplicates = 0
+        mapping = self.make_mapping() if self.make_mapping is not None else None
+        self._session_acks = self._session_mapped = self._session_duplicates = 0
         self.metrics.forget_counts(self.name)
         try:
             sink.open()
+            if mapping is not None:
+                mapping.open()
             source.start()
             self._last_ack = time.monotonic()
             self._healthy()
-            self._loop(stop, source, sink, tracker)
+            self._loop(stop, source, sink, tracker, mapping)
             remaining = sink.flush(_DRAIN_TIMEOUT)
+            if mapping is not None:
+                remaining += mapping.flush(_DRAIN_TIMEOUT)
             self._advance(source, tracker)
             source.confirm()
             if remaining:
@@ -142,8 +153,11 @@ class Connector:
             self.in_flight = 0
             source.close()
             sink.close()
+            if mapping is not None:
+                mapping.close()
 
-    def _loop(self, stop: threading.Event, source: ChangeSource, sink: EventSink, tracker: AckTracker) -> None:
+    def _loop(self, stop: threading.Event, source: ChangeSource, sink: EventSink, tracker: AckTracker,
+              mapping: ChangeMapping | None) -> None:
         cfg = self.config
         now = time.monotonic()
         next_confirm = now + cfg.confirm_interval
@@ -153,10 +167,15 @@ class Connector:
             if tracker.in_flight < cfg.max_in_flight:
                 # with events in flight, wait on the source only briefly: deliveries are served below
                 items = source.read(cfg.batch_size, 0.005 if tracker.in_flight else 0.2)
-                self._send(items, sink, tracker)
+                self._send(items, sink, tracker, mapping)
                 sink.poll(0)
-            else:
+                if mapping is not None:
+                    mapping.poll(0)
+            elif mapping is None:
                 sink.poll(0.05)
+            else:
+                sink.poll(0.02)
+                mapping.poll(0.02)
             self._advance(source, tracker)
             now = time.monotonic()
             if now >= next_confirm:
@@ -172,18 +191,25 @@ class Connector:
                 self.phase = "done"
                 return
 
-    @staticmethod
-    def _send(items: list[Any], sink: EventSink, tracker: AckTracker) -> None:
-        """Each run of records goes to the sink with its unit's callback; each checkpoint closes the unit."""
+    def _send(self, items: list[Any], sink: EventSink, tracker: AckTracker, mapping: ChangeMapping | None) -> None:
+        """Each run of records goes to the sink with its unit's callback (and to the mapping, each change one
+        more output of the unit); each checkpoint closes the unit."""
         start = 0
         for index, item in enumerate(items):
             if type(item) is not tuple:
                 if index > start:
-                    sink.send_many(items[start:index], tracker.sending_many(index - start))
+                    self._send_run(items[start:index], sink, tracker, mapping)
                 tracker.close(item)
                 start = index + 1
         if start < len(items):
-            sink.send_many(items[start:], tracker.sending_many(len(items) - start))
+            self._send_run(items[start:] if start else items, sink, tracker, mapping)
+
+    def _send_run(self, records: list[Any], sink: EventSink, tracker: AckTracker,
+                  mapping: ChangeMapping | None) -> None:
+        if self.publish_changes:
+            sink.send_many(records, tracker.sending_many(len(records)))
+        if mapping is not None:
+            mapping.send(records, tracker.mapping)
 
     def _advance(self, source: ChangeSource, tracker: AckTracker) -> None:
         if tracker.errors:
@@ -206,7 +232,7 @@ class Connector:
             sink.send(record, tracker.sending())
 
     def _observe(self, source: ChangeSource, sink: EventSink, tracker: AckTracker, now: float) -> None:
-        if tracker.acknowledged > self._session_acks:
+        if tracker.acknowledged > self._session_acks or tracker.mapped > self._session_mapped:
             self._last_ack = now
             self._progressed = True
         self._fold(source, tracker)
@@ -248,6 +274,11 @@ class Connector:
             self.metrics.acknowledged.labels(self.name).inc(new_acks)
             self.acknowledged += new_acks
             self._session_acks = tracker.acknowledged
+        new_mapped = tracker.mapped - self._session_mapped
+        if new_mapped > 0:
+            self.metrics.mapped.labels(self.name).inc(new_mapped)
+            self.mapped += new_mapped
+            self._session_mapped = tracker.mapped
         new_duplicates = status.duplicates - self._session_duplicates
         if new_duplicates > 0:
             self.metrics.duplicates.labels(self.name).inc(new_duplicates)
@@ -257,7 +288,7 @@ class Connector:
     def report(self) -> dict[str, Any]:
         return {
             "connector": self.name, "phase": self.phase, "healthy": self.healthy, "reason": self.reason,
-            "acknowledged": self.acknowledged, "in_flight": self.in_flight, "lag_seconds": self.lag_seconds,
-            "lag_bytes": self.lag_bytes, "duplicates": self.duplicates, "confirmed": self.confirmed,
-            "snapshot": self.snapshot,
+            "acknowledged": self.acknowledged, "mapped": self.mapped, "in_flight": self.in_flight,
+            "lag_seconds": self.lag_seconds, "lag_bytes": self.lag_bytes, "duplicates": self.duplicates,
+            "confirmed": self.confirmed, "snapshot": self.snapshot,
         }

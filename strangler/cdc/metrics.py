@@ -34,6 +34,8 @@ class CdcMetrics:
                                   "had already acknowledged", ["connector"], registry=registry)
         self.acknowledged = Counter("strangler_cdc_acknowledged", "Records the sink acknowledged",
                                     ["connector"], registry=registry)
+        self.mapped = Counter("strangler_cdc_mapped", "Changes mapped in-process whose domain events and dead "
+                              "letters were all acknowledged", ["connector"], registry=registry)
         self.in_flight = Gauge("strangler_cdc_in_flight", "Records sent, not yet acknowledged", ["connector"],
                                registry=registry)
         self.healthy = Gauge("strangler_cdc_healthy", "1 when the connector is delivering", ["connector"],

@@ -63,6 +63,27 @@ class ChangeSource(Protocol):
     def close(self) -> None: ...
 
 
+class ChangeMapping(Protocol):
+    """Domain events made in-process from the change records a connector reads (`map_domain_events`)."""
+
+    def open(self) -> None:
+        """Connect; raises SinkError if the events cannot be published at all."""
+
+    def send(self, records: list[Record], on_done: Callable[[], Callable[[], None]]) -> None:
+        """Map each change record (tombstones produce nothing) and publish its domain events and dead letters.
+        For each change mapped, `on_done()` is called once at once and the callback it returns is called once
+        every output of that change is acknowledged; never after a loss, which raises SinkError from a later
+        `send`, `poll` or `flush` instead."""
+
+    def poll(self, timeout: float) -> None:
+        """Serve acknowledgements, waiting up to `timeout` seconds for one; SinkError after a loss."""
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for every output; the number still unacknowledged."""
+
+    def close(self) -> None: ...
+
+
 class EventSink(Protocol):
     def open(self) -> None:
         """Connect; raises SinkError if the sink cannot be used at all."""

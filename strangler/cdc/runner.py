@@ -17,7 +17,7 @@ from strangler.cdc.config import CdcConfig, ConnectorConfig
 from strangler.cdc.connector import Connector
 from strangler.cdc.errors import CdcError
 from strangler.cdc.metrics import CdcMetrics, MetricsServer
-from strangler.cdc.ports import ChangeSource, EventSink
+from strangler.cdc.ports import ChangeMapping, ChangeSource, EventSink
 from strangler.cdc.state import StateFile
 
 log = logging.getLogger("strangler.cdc")
@@ -55,6 +55,18 @@ def make_sink(name: str, connector: ConnectorConfig) -> Callable[[], EventSink]:
     return lambda: JsonlSink(sink)
 
 
+def make_mapping(name: str, connector: ConnectorConfig, cdc: CdcConfig) -> Callable[[], ChangeMapping] | None:
+    """The in-process domain-event mapping of a connector with `map_domain_events`, None without."""
+    events = cdc.domain_events
+    if not connector.map_domain_events or events is None:
+        return None
+    from strangler.cdc.mapping import PipelineMapping
+    from strangler.events.runner import build_pipeline
+
+    client_id = {"client.id": f"strangler-cdc-{name}-events"}
+    return lambda: PipelineMapping(lambda: build_pipeline(events, producer=client_id), connector=name)
+
+
 def build_connector(name: str, connector: ConnectorConfig, cdc: CdcConfig, metrics: CdcMetrics) -> Connector:
     source, sink = connector.source, connector.sink
     heartbeat = None
@@ -63,7 +75,8 @@ def build_connector(name: str, connector: ConnectorConfig, cdc: CdcConfig, metri
         heartbeat = (f"{sink.heartbeat_topic_prefix}.{prefix}", prefix)
     return Connector(name, connector, make_source=make_source(name, connector, cdc),
                      make_sink=make_sink(name, connector), metrics=metrics, heartbeat=heartbeat,
-                     heartbeat_interval=source.heartbeat_interval, lag_warning_bytes=source.lag_warning_bytes)
+                     heartbeat_interval=source.heartbeat_interval, lag_warning_bytes=source.lag_warning_bytes,
+                     make_mapping=make_mapping(name, connector, cdc), publish_changes=connector.publish_change_events)
 
 
 def run_connectors(

@@ -138,12 +138,18 @@ class DomainEventPipeline:
 
     def flush(self, timeout: float) -> None:
         """Wait for every acknowledgement; DeliveryFailed if one failed or did not come within `timeout`."""
+        waiting = self.drain(timeout)
+        if waiting:
+            raise DeliveryFailed(f"{waiting} outputs were not acknowledged within {timeout:g} s")
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for every acknowledgement; the number of outputs still waiting.
+        DeliveryFailed if one failed."""
         waiting = self.events.flush(timeout)
         if self.dead_letters is not self.events:
             waiting += self.dead_letters.flush(timeout)
         self._check()
-        if waiting:
-            raise DeliveryFailed(f"{waiting} outputs were not acknowledged within {timeout:g} s")
+        return waiting
 
     def close(self) -> None:
         self.events.close()

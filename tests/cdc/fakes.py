@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from strangler.cdc.errors import SinkError, SourceError
 from strangler.cdc.ports import Checkpoint, DeliveryCallback, SourceStatus
@@ -20,9 +23,17 @@ class FakeDatabase:
         self.fail_start = 0
 
 
+def change_value(change: int) -> bytes:
+    """A change event of ours (an insert into public.t) for change number `change`."""
+    source = {"connector": "postgresql", "schema": "public", "table": "t", "ts_us": 1_700_000_000_000_000,
+              "lsn": 1000 + change}
+    return orjson.dumps({"before": None, "after": {"id": change}, "source": source, "op": "c"})
+
+
 class FakeSource:
-    def __init__(self, db: FakeDatabase) -> None:
+    def __init__(self, db: FakeDatabase, value: Callable[[int], bytes] = lambda change: b"{}") -> None:
         self.db = db
+        self.value = value
         self.position = 0
         self._status = SourceStatus(phase="streaming")
 
@@ -37,7 +48,7 @@ class FakeSource:
         log = self.db.log
         while self.position < len(log) and len(out) < max_items:
             txn, change = log[self.position]
-            out.append(("t", str(change).encode(), b"{}", None))
+            out.append(("t", str(change).encode(), self.value(change), None))
             self.position += 1
             if self.position == len(log) or log[self.position][0] != txn:
                 out.append(Checkpoint(txn))
