@@ -128,9 +128,8 @@ class OutcomeJoiner:
 
     def restore(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
         """Put back an event that was waiting (in arrival order, before any new event): it waits out the
-        rest of its window from `arrived`, and counts as seen."""
-        if self._duplicate(side, event.event_id):
-            return
+        rest of its window from `arrived`, and counts as seen (whether or not it was remembered already)."""
+        self._duplicate(side, event.event_id)
         key = (event.aggregate_type, event.aggregate_id, self.family(event))
         self._wait(_Pending(side, event, arrived, key), self._pending.setdefault(key, deque()))
 

@@ -267,8 +267,8 @@ async def test_a_restored_event_joins_its_partner_and_a_restored_id_is_a_duplica
     waiting = event("legacy", aggregate_id="1")
     joined_before = event("legacy", aggregate_id="2")
     stopped = T0 + dt.timedelta(seconds=20)
-    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [("legacy", joined_before.event_id)],
-                                             stopped))
+    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [  # as the store has them: oldest first
+        ("legacy", waiting.event_id), ("legacy", joined_before.event_id)], stopped))
     h = Harness(journal=journal)
     h.clock.now = stopped + dt.timedelta(hours=1)  # a long stop: its window's rest (10 s) is still ahead
     await h.service.restore()

@@ -1,0 +1,161 @@
+"""The outcome comparison across a crash: `strangler serve` takes the legacy side's events from the broker and
+is killed (SIGKILL) while they wait for the new side's; started again, it joins them with the new side's
+events published after the restart. Nothing waiting is forgotten (no `missing`), the events the broker
+delivers again (those after the last committed offset) give no second outcome, and the offsets committed
+before the kill never run ahead of what the store held.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from strangler.shadow.outcome_store import pending_table, seen_table
+from strangler.shadow.store import comparisons_table
+from strangler.store import create_store_engine
+from tests.support.gateway import GatewayProcess, children_of
+from tests.support.kafka import TansuBroker
+from tests.support.postgres import PostgresDatabase
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 1000
+
+
+def domain_event(side: str, customer: int, cid: str) -> bytes:
+    now = dt.datetime.now(dt.UTC).isoformat()
+    return orjson.dumps({
+        "event_id": f"{side}-{cid}", "event_type": "CustomerAddressChanged", "event_version": 1,
+        "aggregate_type": "customer", "aggregate_id": str(customer), "event_time": now, "effective_time": None,
+        "processing_time": now, "source": f"{side}.crm", "sequence": cid, "correlation_id": cid,
+        "causation_id": None, "payload": {"customer_id": customer, "street": f"{customer} Main St"},
+    })
+
+
+def publish(bootstrap: str, topic: str, side: str, cids: list[str]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    errors: list[Any] = []
+    for cid in cids:
+        customer = int(cid.split("-")[1])
+        producer.produce(topic, domain_event(side, customer, cid), str(customer).encode(),
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+    if producer.flush(30) or errors:
+        raise KafkaException(f"cannot publish to {topic}: {errors}")
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return max(int(tp.offset), 0)  # none yet (-1001): nothing is committed
+    finally:
+        consumer.close()
+
+
+def count(engine: Engine, query: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def outcomes(engine: Engine) -> list[tuple[str, str]]:
+    t = comparisons_table
+    with engine.connect() as conn:
+        return [(r.outcome, r.correlation_id) for r in conn.execute(
+            select(t.c.outcome, t.c.correlation_id).where(t.c.kind == "outcome").order_by(t.c.id))]
+
+
+def eventually(probe: Callable[[], Any], timeout: float, what: str, gateway: GatewayProcess) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if gateway.process is not None and gateway.process.poll() is not None:
+            raise AssertionError(f"strangler serve exited {gateway.process.returncode}:\n{gateway.log()}")
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{gateway.log()[-3000:]}")
+
+
+def kill(gateway: GatewayProcess) -> None:
+    """SIGKILL the serve process (the admin part, where the comparison runs) and its workers."""
+    pids = [gateway.pid, *children_of(gateway.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert gateway.process is not None
+    gateway.process.wait(10)
+
+
+def test_events_waiting_at_a_crash_join_their_partners_after_the_restart_once_each(
+    kafka_broker: TansuBroker, pg_database: PostgresDatabase, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    suffix = uuid.uuid4().hex[:8]
+    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}")
+    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}")
+    group = f"outcomes-{suffix}"
+    config = {
+        "workers": 1,
+        "store": pg_database.url(),
+        "upstreams": {"legacy": {"url": "http://127.0.0.1:9"}},
+        "default_upstream": "legacy",
+        "precedence": {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}},
+        "outcomes": {"window": 600, "kafka": {
+            "bootstrap_servers": bootstrap, "legacy_topics": [legacy_topic], "new_topics": [new_topic],
+            "group_id": group,
+            # the restart's join waits for the killed member up to its rebalance timeout on this broker
+            "settings": {"max.poll.interval.ms": 15000}}},
+    }
+    engine = create_store_engine(pg_database.url())
+    cids = [f"req-{i}" for i in range(1, EVENTS + 1)]
+    last = f"req-{EVENTS + 1}"
+    first = GatewayProcess(config, tmp_path / "first").start()
+    try:
+        half = EVENTS // 2
+        publish(bootstrap, legacy_topic, "legacy", cids[:half])
+        publish(bootstrap, new_topic, "new", cids[:10])  # these pair before the crash
+        eventually(lambda: committed(bootstrap, group, legacy_topic) > 0, 60, "a first commit", first)
+        publish(bootstrap, legacy_topic, "legacy", cids[half:])
+        eventually(lambda: count(engine, select(func.count()).select_from(pending_table)) > half - 10,
+                   60, "legacy events of the second half waiting in the store", first)
+        kill(first)
+    finally:
+        first.stop()
+    # what the crash left: the offsets committed never run ahead of the events the store holds
+    seen_legacy = count(engine, select(func.count()).select_from(seen_table).where(seen_table.c.side == "legacy"))
+    assert committed(bootstrap, group, legacy_topic) <= seen_legacy
+    assert committed(bootstrap, group, new_topic) <= count(
+        engine, select(func.count()).select_from(seen_table).where(seen_table.c.side == "new"))
+    waiting_at_crash = count(engine, select(func.count()).select_from(pending_table))
+    assert waiting_at_crash > EVENTS // 2 - 10 and committed(bootstrap, group, legacy_topic) > 0
+    assert all(kind == "match" for kind, _ in outcomes(engine))
+
+    second = GatewayProcess(config, tmp_path / "second").start(timeout=60)
+    try:
+        publish(bootstrap, new_topic, "new", cids[10:])
+        # a last pair after everything else in both topics: once it is joined, every event before it,
+        # re-delivered ones included, has been taken
+        publish(bootstrap, legacy_topic, "legacy", [last])
+        publish(bootstrap, new_topic, "new", [last])
+        eventually(lambda: ("match", last) in outcomes(engine), 120, "the last pair to join", second)
+        eventually(lambda: len(outcomes(engine)) >= EVENTS + 1, 60, "every pair to be joined", second)
+    finally:
+        assert second.stop() == 0, second.log()
+    results = outcomes(engine)
+    assert sorted(cid for _, cid in results) == sorted([*cids, last])  # each pair once: no duplicates
+    assert {kind for kind, _ in results} == {"match"}  # nothing waiting was forgotten (no `missing`)
+    assert count(engine, select(func.count()).select_from(pending_table)) == 0
+    assert "Traceback" not in second.log()
+    engine.dispose()
