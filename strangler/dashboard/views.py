@@ -1,10 +1,15 @@
 """What each dashboard page shows, read from the same services the admin API uses (blocking: called off the
 event loop). The pages never compute evidence of their own: the gate, the report, the ledger figures and the
-drift are the ones `PUT /flags`, `GET /report`, `GET /maturity` and `GET /drift` give."""
+drift are the ones `PUT /flags`, `GET /report`, `GET /maturity` and `GET /drift` give.
+
+While the store is unreachable the pages show the flags this process routes by (its refresher's cache, as
+`GET /flags` does then) marked `stale`, and leave out what only the store holds: evidence, the ledger,
+drift and the audit history."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +18,13 @@ from strangler.dashboard.cdc_status import CdcStatusSource, NoCdcStatus
 from strangler.maturity.config import MaturityConfig
 from strangler.maturity.ledger import Journey, Stage, stage_lags
 from strangler.maturity.store import LedgerStore
+from strangler.routing.admin_api import cached_flags
 from strangler.routing.modes import Mode
 from strangler.routing.refresh import FlagRefresher
 from strangler.routing.service import FlagService
 from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.report import build_report
+from strangler.store import StoreUnavailable
 
 MODES = tuple(Mode)
 STUCK_LISTED = 20
@@ -51,7 +58,26 @@ def current_flags(sources: DashboardSources) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _capability(sources: DashboardSources, name: str, flag: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+def flags_or_cached(sources: DashboardSources) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """The flags from the store, or, while it is unreachable, this process's own with what `stale` says:
+    `as_of` (their last reading from the store; None: never read, the configured modes) and the error.
+    Raises StoreUnavailable when there is no cache to fall back on."""
+    try:
+        return current_flags(sources), None
+    except StoreUnavailable as exc:
+        if sources.refresher is None:
+            raise
+        cache = sources.refresher.cache
+        as_of = None
+        if cache.loaded_at is not None:
+            as_of = (sources.clock() - dt.timedelta(seconds=time.monotonic() - cache.loaded_at)).isoformat()
+        flags = {item["capability"]: item for item in cached_flags(sources.flags, cache)}
+        return flags, {"as_of": as_of, "error": str(exc).splitlines()[0][:300]}
+
+
+def _capability(
+    sources: DashboardSources, name: str, flag: dict[str, Any], report: dict[str, Any] | None
+) -> dict[str, Any]:
     cap = sources.flags.capabilities[name]
     rank = Mode(flag["mode"]).rank
     return {
@@ -65,13 +91,19 @@ def _capability(sources: DashboardSources, name: str, flag: dict[str, Any], repo
         "rank": rank,
         "modes": [m.value for m in MODES] if cap.new is not None else [Mode.LEGACY.value],
         "report": report,
-        "divergent_fields": [f for f in report["fields"] if f["classification"] != "noise"],
-        "noise_fields": [f for f in report["fields"] if f["classification"] == "noise"],
+        "divergent_fields": [f for f in report["fields"] if f["classification"] != "noise"] if report else [],
+        "noise_fields": [f for f in report["fields"] if f["classification"] == "noise"] if report else [],
     }
 
 
 def overview(sources: DashboardSources) -> dict[str, Any]:
-    flags = current_flags(sources)
+    flags, stale = flags_or_cached(sources)
+    if stale is not None:  # the evidence, the ledger and the drift live in the unreachable store
+        return {
+            "capabilities": [_capability(sources, name, flags[name], None) for name in flags],
+            "cdc": sources.cdc.overview(), "maturity": None, "drift": None, "drift_listed": DRIFT_LISTED,
+            "generated_at": sources.clock().isoformat(), "stale": stale,
+        }
     report = build_report(sources.evidence)
     by_name = {item["capability"]: item for item in report["capabilities"]}
     return {
@@ -81,14 +113,17 @@ def overview(sources: DashboardSources) -> dict[str, Any]:
         "drift": sources.drift() if sources.drift is not None else [],
         "drift_listed": DRIFT_LISTED,
         "generated_at": report["generated_at"],
+        "stale": None,
     }
 
 
 def capability_page(sources: DashboardSources, name: str, history_limit: int = 50) -> dict[str, Any]:
-    flags = current_flags(sources)
+    flags, stale = flags_or_cached(sources)
+    if stale is not None:
+        return {"capability": _capability(sources, name, flags[name], None), "history": None, "stale": stale}
     report = build_report(sources.evidence, [name])["capabilities"][0]
     history = [entry.as_dict() for entry in sources.flags.store.history(name, history_limit)]
-    return {"capability": _capability(sources, name, flags[name], report), "history": history}
+    return {"capability": _capability(sources, name, flags[name], report), "history": history, "stale": None}
 
 
 def _journey(journey: Journey, now: dt.datetime) -> dict[str, Any]:

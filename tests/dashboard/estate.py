@@ -62,8 +62,12 @@ reconcile:
 """
 
 
-def estate_config(tmp: Path) -> StranglerConfig:
-    config = load_config_text(CONFIG.format(store=tmp / "strangler.db", token=TOKEN), source="estate.yaml")
+def estate_config(tmp: Path, store: str | None = None) -> StranglerConfig:
+    """The estate's configuration on an SQLite file in `tmp`, or on the store URL given."""
+    text = CONFIG.format(store=tmp / "strangler.db", token=TOKEN)
+    if store is not None:
+        text = text.replace(f"sqlite:///{tmp / 'strangler.db'}", store)
+    config = load_config_text(text, source="estate.yaml")
     upgrade_schema(config.store)
     return config
 

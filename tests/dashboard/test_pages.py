@@ -15,6 +15,7 @@ from strangler.dashboard.cdc_status import ConfiguredOnly, cdc_status_for
 from strangler.dashboard.charts import rate_chart
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.maturity.store import SqlLedgerStore
+from strangler.routing.refresh import FlagRefresher
 from strangler.store import create_store_engine
 from tests.dashboard.estate import (
     CAP,
@@ -110,6 +111,58 @@ async def test_a_flip_through_the_form_is_the_api_s_change_with_its_audit_entry(
         "ops", {"mode": "canary", "percent": 25.0}, "a quarter of the keys", False)
     assert "now in mode <strong>canary</strong> at 25%" in shown
     assert 'class="audit-entry"' in shown and "a quarter of the keys" in shown
+
+
+async def test_while_the_store_is_stopped_the_pages_show_the_flags_in_memory_and_flips_are_disabled(
+    tmp_path: Path, pg_database: Any, pg_cluster: Any
+) -> None:
+    config = estate_config(tmp_path, store=pg_database.url())
+    _, parts = build_estate(tmp_path, config=config)
+    seed_comparisons(config)
+    refresher = next(part for part in parts.lifecycle if isinstance(part, FlagRefresher))
+    async with _signed_in(parts.app) as client:
+        page = (await client.get(f"/dashboard/capabilities/{CAP}")).text
+        assert "flip-controls\"" in page and "Flag store unreachable" not in page
+        flipped = await client.post(f"/dashboard/capabilities/{CAP}/flag", data={
+            "form_token": _form_token(page), "mode": "shadow", "reason": "start comparing", "expected_version": "0"})
+        assert flipped.status_code == 303
+        await refresher.refresh()  # what the running refresher does within its interval
+        read_at = dt.datetime.now(dt.UTC)
+        pg_cluster.stop()
+        try:
+            overview = await client.get("/dashboard/")
+            capability = await client.get(f"/dashboard/capabilities/{CAP}")
+            refused = await client.post(f"/dashboard/capabilities/{CAP}/flag", data={
+                "form_token": _form_token(capability.text), "mode": "legacy", "reason": "back",
+                "expected_version": "1"})
+        finally:
+            pg_cluster.start()
+        back = await client.get(f"/dashboard/capabilities/{CAP}")
+    # the overview: every capability with the mode this process routes by, under the banner
+    assert overview.status_code == 200, overview.text
+    banner = re.search(r"Flag store unreachable, showing flags as of (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC",
+                       overview.text)
+    assert banner, overview.text
+    as_of = dt.datetime.strptime(banner.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    assert read_at - dt.timedelta(minutes=1) <= as_of <= read_at + dt.timedelta(seconds=1)
+    assert 'badge mode-shadow">shadow' in overview.text and "start comparing" in overview.text
+    for name in (CAP, UNPROVEN, "policy"):
+        assert f'href="/dashboard/capabilities/{name}"' in overview.text
+    assert "evidence unavailable while the store is unreachable" in overview.text
+    assert overview.text.count("Unavailable while the store is unreachable.") == 2  # maturity, drift
+    # the capability page: the flag as routed, its controls disabled
+    assert capability.status_code == 200
+    assert "Flag store unreachable, showing flags as of" in capability.text
+    assert '<fieldset class="flip-controls" disabled>' in capability.text
+    assert 'badge mode-shadow">shadow' in capability.text and "start comparing" in capability.text
+    assert "Disabled while the flag store is unreachable" in capability.text
+    # a form posted anyway changes nothing and says why, on the same page
+    assert refused.status_code == 503
+    assert "Not changed: the flag store is unreachable" in refused.text
+    assert '<fieldset class="flip-controls" disabled>' in refused.text
+    # the store back: the page is whole again, with the audit entry
+    assert back.status_code == 200 and "Flag store unreachable" not in back.text
+    assert 'class="audit-entry"' in back.text and "disabled>" not in back.text
 
 
 @pytest.mark.parametrize(
