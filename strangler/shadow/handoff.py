@@ -128,7 +128,7 @@ class HandoffChannel:
     def send(self, parts: Sequence[bytes]) -> bool:
         """Write one frame; False (nothing written) when not connected or the buffer is over `max_buffer`."""
         transport = self._transport
-        if transport is None or self._paused:
+        if transport is None or self._paused or transport.is_closing():
             return False
         transport.writelines(parts)
         return True
