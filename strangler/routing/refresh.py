@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from strangler.lifecycle import BackgroundTask
 from strangler.routing.modes import RoutingFlag
 from strangler.routing.store import NOTIFY_CHANNEL, FlagStore, StoredFlag
 from strangler.store import StoreUnavailable
@@ -59,7 +60,7 @@ class FlagCache:
         }
 
 
-class FlagRefresher:
+class FlagRefresher(BackgroundTask):
     """Keeps a `FlagCache` in step with a `FlagStore`; `start()`/`stop()` in the process's event loop."""
 
     def __init__(
@@ -77,7 +78,6 @@ class FlagRefresher:
         self._store_url = store_url
         self._metrics = metrics
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -86,7 +86,7 @@ class FlagRefresher:
         if not self.cache.store_up:
             log.warning("flag store unreachable at start-up (%s): routing by the configured initial modes",
                         self.cache.last_error)
-        self._task = asyncio.create_task(self._run())
+        await super().start()
         if self._store_url and make_url(self._store_url).get_backend_name() == "postgresql":
             loop = asyncio.get_running_loop()
             self._listener = threading.Thread(target=self._listen, args=(loop,), daemon=True, name="flag-listen")
@@ -94,10 +94,7 @@ class FlagRefresher:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
 
     def wake(self) -> None:
         self._wake.set()

@@ -164,6 +164,19 @@ async def test_polling_picks_up_a_change_within_the_interval(sqlite_setup: Setup
         await s.refresher.stop()
 
 
+async def test_stop_ends_the_polling_and_a_second_stop_is_harmless(sqlite_setup: Setup) -> None:
+    s = sqlite_setup
+    s.refresher.interval = 0.05
+    await s.refresher.start()
+    await s.refresher.stop()
+    before = s.cache.flag(CAP)
+    s.flip(Mode.NEW)
+    s.refresher.wake()
+    await asyncio.sleep(0.3)  # six intervals: a loop still running would have loaded the change
+    assert s.cache.flag(CAP) == before
+    await s.refresher.stop()
+
+
 async def test_wake_refreshes_at_once(sqlite_setup: Setup) -> None:
     s = sqlite_setup
     await s.refresher.start()  # interval 30 s: only a wake-up can explain a fast refresh
