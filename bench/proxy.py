@@ -1122,7 +1122,9 @@ def results_section(
         "The floors and the aiohttp and httpx variants run in `serve_forked` (what `strangler serve` does for its "
         "workers: shared socket, forked uvicorn workers with the same settings, multiprocess metrics). "
         "\"others' CPU\" is what processes outside the benchmark used during the runs (other work on the "
-        "machine: the noise in these numbers); each cell first waits for it to drop below 0.25 cores.",
+        "machine: the noise in these numbers); each round first waits (up to `--quiet-wait` s) for it to "
+        "drop below 0.25 cores. The \"before\" row is the same worker with the aiohttp adapter the gateway "
+        "used until its own client replaced it (`AiohttpUpstreamClient` in `bench/proxy.py`).",
         "",
         "### Where the proxy's CPU goes, by layer",
         "",
@@ -1138,15 +1140,15 @@ def results_section(
     return "\n".join(parts) + "\n"
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+def write_results(section: str, results: Path = RESULTS) -> None:
+    text = results.read_text() if results.exists() else "# Benchmark results\n\n"
     if SECTION_START in text and SECTION_END in text:
         head, rest = text.split(SECTION_START, 1)
         tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    results.write_text(text)
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -1226,6 +1228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=20.0, metavar="SECONDS",
                         help="before each round, wait up to SECONDS for other processes to go quiet (default 20)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--results", type=Path, default=RESULTS, metavar="FILE",
+                        help="the results file whose section is rewritten (default bench/RESULTS.md)")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="after measuring, py-spy the strangler workers for SECONDS at 50 connections")
     parser.add_argument("--serve", nargs=3, metavar=("CONFIG", "APP", "CLIENT"), help=argparse.SUPPRESS)
@@ -1292,8 +1296,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(profile)
     if not args.no_write:
-        write_results(results_section(info, measurements, labels, args, profile))
-        print(f"\nwrote {RESULTS}")
+        write_results(results_section(info, measurements, labels, args, profile), args.results)
+        print(f"\nwrote {args.results}")
     return 0
 
 
