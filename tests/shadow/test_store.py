@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from strangler.app import RetentionPass
@@ -150,3 +151,30 @@ def test_bodies_are_stored_as_one_more_divergence_row(engine: Engine) -> None:
     assert [(d["source"], d["field"], d["primary_value"], d["other_value"]) for d in rows] == [
         ("body", "", {"a": 1}, {"a": 2}), ("response", "/a", 1, 2)]
     assert store.comparisons("items", NOW)[0].fields == ("/a",)
+
+
+def test_sqlite_rows_are_written_as_sqlalchemy_writes_and_reads_them(tmp_path: Path) -> None:
+    # the SQLite path bypasses SQLAlchemy's per-row work: its rows must be the ones the Core insert writes
+    url = f"sqlite:///{tmp_path}/store.db"
+    upgrade_schema(url)
+    engine = create_store_engine(url)
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 60708, tzinfo=dt.UTC)
+    records = [record(1, at=at, differences=(FieldDifference("/a/é", 1, 2),)),
+               record(2, at=at.replace(microsecond=0), kind="noise"),
+               ComparisonRecord(at, "items", "GET /x", "GET", "candidate", "dropped", "cid", "legacy", None, None,
+                                None, None)]
+    SqlDivergenceStore(engine).record(records)
+    with engine.begin() as conn:
+        conn.execute(insert(comparisons_table), [
+            dict(at=r.at, capability=r.capability, route=r.route, method=r.method, kind=r.kind, outcome=r.outcome,
+                 correlation_id=r.correlation_id, serving=r.serving, primary_status=r.primary_status,
+                 other_status=r.other_status, primary_latency_ms=r.primary_latency_ms,
+                 other_latency_ms=r.other_latency_ms, fields=orjson.dumps([d.path for d in r.differences]).decode())
+            for r in records])
+        raw = conn.exec_driver_sql("SELECT * FROM shadow_comparisons ORDER BY id").fetchall()
+    fast, core = raw[:3], raw[3:]
+    assert [row[1:] for row in fast] == [row[1:] for row in core]
+    rows = SqlDivergenceStore(engine).comparisons("items", at - dt.timedelta(seconds=1))
+    assert {row.at for row in rows} == {at, at.replace(microsecond=0)}
+    assert sorted(row.outcome for row in rows) == ["compared", "compared", "compared", "compared", "dropped",
+                                                  "dropped"]
