@@ -27,7 +27,6 @@ from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.upstream import UpstreamClient
 from strangler.lifecycle import BackgroundTask
 from strangler.maturity.admin_api import maturity_routes
-from strangler.maturity.ledger import StageEvent
 from strangler.maturity.monitor import MaturityMonitor
 from strangler.maturity.store import SqlLedgerStore
 from strangler.openapi import openapi_route
@@ -142,11 +141,9 @@ class RetentionPass(BackgroundTask):
                 log.info("retention pass deleted %d rows", deleted)
 
 
-def build_outcomes(
-    config: StranglerConfig, engine: Engine, flags: FlagCache, ledger: Callable[[StageEvent], None]
-) -> OutcomeService:
-    """The outcome comparison: joiner under the precedence rules, results and state to the store, stage
-    events to the ledger."""
+def build_outcomes(config: StranglerConfig, engine: Engine, flags: FlagCache) -> OutcomeService:
+    """The outcome comparison: joiner under the precedence rules; results, their stage events in the
+    ledger and the joiner's state to the store."""
     settings = config.outcomes
     rules = PrecedenceRules(config.precedence)
 
@@ -171,7 +168,7 @@ def build_outcomes(
     joiner = OutcomeJoiner(rules, window=dt.timedelta(seconds=settings.window), modes=modes,
                            families=settings.families, compare=settings.compare)
     store = OutcomeStore(engine, capability_of, serving_of=serving_of, redact=settings.compare.redact)
-    return OutcomeService(joiner, store, ledger, utcnow, kafka=settings.kafka, serving=serving_of, compared=compared)
+    return OutcomeService(joiner, store, utcnow, kafka=settings.kafka, serving=serving_of, compared=compared)
 
 
 @dataclass
@@ -195,8 +192,7 @@ def build_admin(
     divergences = SqlDivergenceStore(engine)
     evidence = ShadowEvidence(divergences, config.capabilities, utcnow)
     ledger = SqlLedgerStore(engine)
-    ledger_writer = BatchWriter(ledger)
-    outcomes = build_outcomes(config, engine, cache, ledger_writer.submit)
+    outcomes = build_outcomes(config, engine, cache)
     service = FlagService(config.capabilities, store, evidence)
     reconciliation = Reconciliation(config, engine, utcnow)
     scheduler = ReconcileScheduler(reconciliation, lambda: {n: cache.flag(n).mode for n in config.capabilities},
@@ -229,6 +225,6 @@ def build_admin(
     )
     monitor = MaturityMonitor(ledger, config.maturity, utcnow, registry)
     return AdminParts(
-        app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, ledger_writer, outcomes,
+        app=app, lifecycle=[refresher, RetentionPass(divergences, config), monitor, outcomes,
                             scheduler]
     )

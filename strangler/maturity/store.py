@@ -66,11 +66,15 @@ class SqlLedgerStore:
             return
         try:
             with self._engine.begin() as conn:
-                for event in events:
-                    for key in self._entity_keys(conn, event):
-                        conn.execute(self._upsert(event, key))
+                self.write(conn, events)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"maturity ledger: {exc.__class__.__name__}: {exc}") from exc
+
+    def write(self, conn: Connection, events: Sequence[StageEvent]) -> None:
+        """Record stage events in the caller's transaction (a writer whose own rows must go with them)."""
+        for event in events:
+            for key in self._entity_keys(conn, event):
+                conn.execute(self._upsert(event, key))
 
     @staticmethod
     def _entity_keys(conn: Connection, event: StageEvent) -> list[str]:

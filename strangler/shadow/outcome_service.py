@@ -1,9 +1,10 @@
 """Running the outcome comparison: feed it events (HTTP callback, Kafka, or in-process), record results.
 
 Results land in the divergence store next to response comparisons (kind `outcome`, divergence source
-`outcome`) and advance the maturity ledger: the serving side's event means `propagated`, a match
-`reconciled`, a divergence or a missing event `exception`. Events of an entity whose capability is in a
-mode that compares nothing (`legacy`, `new-only`) only advance the ledger: no other side is expected.
+`outcome`) and advance the maturity ledger, in the same transaction: the serving side's event means
+`propagated`, a match `reconciled`, a divergence or a missing event `exception`. Events of an entity whose
+capability is in a mode that compares nothing (`legacy`, `new-only`) only advance the ledger: no other side
+is expected.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class OutcomeJournal(Protocol):
     """Where the outcome comparison keeps its results and its state (`OutcomeStore` is the SQL adapter)."""
 
     def write(self, batch: OutcomeBatch) -> None:
-        """Write the batch's results, waiting events added and removed and seen ids in one transaction: all
-        of it or, raising StoreUnavailable, none of it. Writing a batch again after a failure is harmless."""
+        """Write the batch's results, stage events, waiting events added and removed and seen ids in one
+        transaction: all of it or, raising StoreUnavailable, none of it. Writing a batch again after a
+        failure is harmless."""
         ...
 
     def restore(self, remember: int) -> RestoredOutcomes:
@@ -64,8 +66,8 @@ def ledger_events(result: OutcomeResult, at: dt.datetime) -> list[StageEvent]:
 
 
 class OutcomeService:
-    """Owns the joiner in one event loop; results and the joiner's state go to the journal in batches, stage
-    events to the ledger (a non-blocking sink).
+    """Owns the joiner in one event loop; results, their stage events and the joiner's state go to the
+    journal in batches.
 
     `start` restores what a previous run left waiting (retrying while the store is unreachable) before it
     takes events from Kafka. The consumer commits its offsets only after the journal holds everything the
@@ -81,7 +83,6 @@ class OutcomeService:
         self,
         joiner: OutcomeJoiner,
         journal: OutcomeJournal,
-        ledger: Callable[[StageEvent], None],
         clock: Callable[[], dt.datetime],
         *,
         kafka: OutcomeKafkaConfig | None = None,
@@ -92,7 +93,6 @@ class OutcomeService:
     ) -> None:
         self.joiner = joiner
         self._journal = journal
-        self._ledger = ledger
         self._clock = clock
         self._kafka = kafka
         self._tick = tick
@@ -113,7 +113,8 @@ class OutcomeService:
         now = self._clock()
         if event.correlation_id and side == self._serving(event.aggregate_type):
             # the serving side's change reached the event stream
-            self._ledger(StageEvent(event.correlation_id, event.aggregate_id, Stage.PROPAGATED, event.processing_time))
+            self._batch.stages.append(
+                StageEvent(event.correlation_id, event.aggregate_id, Stage.PROPAGATED, event.processing_time))
         if not self._compared(event.aggregate_type):
             self.counts["uncompared"] += 1
             return []
@@ -138,8 +139,7 @@ class OutcomeService:
                 present = result.legacy or result.new
                 if present is not None:
                     self._batch.resolve(side, present.event_id)
-            for stage_event in ledger_events(result, now):
-                self._ledger(stage_event)
+            self._batch.stages.extend(ledger_events(result, now))
 
     async def persist(self) -> None:
         """Write what was taken since the last write. On failure (StoreUnavailable) it stays to be written

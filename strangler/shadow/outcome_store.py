@@ -1,8 +1,9 @@
 """The outcome comparison's store: its results in the shadow tables, and its own state (the events waiting
 for their partner, the ids it has taken) so that a restart resumes the joins instead of forgetting them.
 
-A batch (`OutcomeBatch`) is written in one transaction: results, waiting events added and removed, seen
-ids. Whatever was taken before a batch was written is either all there after a crash or not at all.
+A batch (`OutcomeBatch`) is written in one transaction: results, the maturity ledger's stage events,
+waiting events added and removed, seen ids. Whatever was taken before a batch was written is either all
+there after a crash or not at all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from strangler.events.model import DomainEvent
+from strangler.maturity.ledger import StageEvent
+from strangler.maturity.store import SqlLedgerStore
 from strangler.shadow.outcomes import OutcomeResult, Side
 from strangler.shadow.records import Redactor
 from strangler.shadow.store import comparisons_table, divergences_table
@@ -63,12 +66,13 @@ class OutcomeBatch:
     one batch never reaches the store."""
 
     results: list[tuple[dt.datetime, OutcomeResult]] = field(default_factory=list)
+    stages: list[StageEvent] = field(default_factory=list)
     waiting: dict[tuple[Side, str], tuple[DomainEvent, dt.datetime]] = field(default_factory=dict)
     resolved: set[tuple[Side, str]] = field(default_factory=set)
     seen: dict[tuple[Side, str], dt.datetime] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.results or self.waiting or self.resolved or self.seen)
+        return bool(self.results or self.stages or self.waiting or self.resolved or self.seen)
 
     def wait(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
         self.waiting[(side, event.event_id)] = (event, arrived)
@@ -83,6 +87,7 @@ class OutcomeBatch:
     def then(self, later: OutcomeBatch) -> OutcomeBatch:
         """This batch followed by a later one, as one (a batch that could not be written goes first again)."""
         self.results.extend(later.results)
+        self.stages.extend(later.stages)
         for key in later.resolved:
             self.resolve(*key)
         self.waiting.update(later.waiting)
@@ -106,8 +111,8 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 class OutcomeStore:
-    """Writes outcome results into the shadow tables (one comparison row each, one divergence row a field),
-    and keeps the comparison's state.
+    """Writes outcome results into the shadow tables (one comparison row each, one divergence row a field)
+    and their stage events into the maturity ledger, and keeps the comparison's state.
 
     The serving side's value is the `primary` one, as for response comparisons; values under the
     `redact` patterns are masked before they are stored.
@@ -116,6 +121,7 @@ class OutcomeStore:
     def __init__(self, engine: Engine, capability_of: Callable[[str], str], *,
                  serving_of: Callable[[str], Side] = _always_legacy, redact: Sequence[str] = ()) -> None:
         self._engine = engine
+        self._ledger = SqlLedgerStore(engine)
         self._capability_of = capability_of
         self._serving_of = serving_of
         self._redactor = Redactor(list(redact))
@@ -180,6 +186,7 @@ class OutcomeStore:
             conn.execute(insert(comparisons_table), comparisons)
         if divergences:
             conn.execute(insert(divergences_table), divergences)
+        self._ledger.write(conn, batch.stages)
 
     def _result_rows(
         self, results: Sequence[tuple[dt.datetime, OutcomeResult]]

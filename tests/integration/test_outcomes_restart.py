@@ -1,8 +1,9 @@
 """The outcome comparison across a crash: `strangler serve` takes the legacy side's events from the broker and
 is killed (SIGKILL) while they wait for the new side's; started again, it joins them with the new side's
 events published after the restart. Nothing waiting is forgotten (no `missing`), the events the broker
-delivers again (those after the last committed offset) give no second outcome, and the offsets committed
-before the kill never run ahead of what the store held.
+delivers again (those after the last committed offset) give no second outcome, every change's journey in
+the maturity ledger ends `reconciled`, and the offsets committed before the kill never run ahead of what the
+store held.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from strangler.maturity.store import changes_table
 from strangler.shadow.outcome_store import pending_table, seen_table
 from strangler.shadow.store import comparisons_table
 from strangler.store import create_store_engine
@@ -157,5 +159,8 @@ def test_events_waiting_at_a_crash_join_their_partners_after_the_restart_once_ea
     assert sorted(cid for _, cid in results) == sorted([*cids, last])  # each pair once: no duplicates
     assert {kind for kind, _ in results} == {"match"}  # nothing waiting was forgotten (no `missing`)
     assert count(engine, select(func.count()).select_from(pending_table)) == 0
+    # each change's journey reached `reconciled`, written with its outcome
+    assert count(engine, select(func.count()).select_from(changes_table).where(
+        changes_table.c.reconciled_at.is_not(None), changes_table.c.exception_at.is_(None))) == EVENTS + 1
     assert "Traceback" not in second.log()
     engine.dispose()

@@ -1,5 +1,5 @@
-"""The outcome service: results and state to the store, stage events to the ledger, the HTTP callback, and
-the SQL outcome store."""
+"""The outcome service: results, their stage events and the joiner's state to the store, the HTTP callback,
+and the SQL outcome store."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
 from strangler.maturity.ledger import Stage, StageEvent
+from strangler.maturity.store import SqlLedgerStore
 from strangler.routing.modes import Mode
 from strangler.shadow.outcome_service import OutcomeService, outcome_routes
 from strangler.shadow.outcome_store import (
@@ -81,15 +82,19 @@ class Harness:
                  journal: MemoryJournal | None = None) -> None:
         self.clock = Clock()
         self.journal = journal or MemoryJournal()
-        self.ledger: list[StageEvent] = []
         joiner = OutcomeJoiner(rules("report", "legacy"), window=WINDOW, modes=lambda: {"profile": mode})
-        self.service = OutcomeService(joiner, self.journal, self.ledger.append, self.clock, tick=0.01,
+        self.service = OutcomeService(joiner, self.journal, self.clock, tick=0.01,
                                       serving=lambda aggregate_type: serving,  # type: ignore[arg-type,return-value]
                                       compared=lambda aggregate_type: compared)
 
     @property
     def recorded(self) -> list[tuple[dt.datetime, OutcomeResult]]:
         return self.journal.results
+
+    @property
+    def ledger(self) -> list[StageEvent]:
+        """The stage events written so far."""
+        return [e for batch in self.journal.batches for e in batch.stages]
 
     def stages(self) -> list[tuple[str, str, Stage]]:
         return [(e.correlation_id, e.entity_key, e.stage) for e in self.ledger]
@@ -104,19 +109,22 @@ async def test_a_match_reconciles_the_change() -> None:
     assert [r.kind for _, r in h.recorded] == ["match"] and h.service.counts["match"] == 1
 
 
-def test_a_divergence_is_an_exception_naming_field_and_classification() -> None:
+async def test_a_divergence_is_an_exception_naming_field_and_classification() -> None:
     h = Harness()
     h.service.feed("legacy", event("legacy"))
     h.service.feed("new", event("new", zip="0"))
+    await h.service.persist()
     assert h.ledger[-1].stage is Stage.EXCEPTION
     assert h.ledger[-1].detail == "outcome differs: /zip (conflict)"
 
 
-def test_the_serving_sides_event_marks_propagation() -> None:
+async def test_the_serving_sides_event_marks_propagation() -> None:
     h = Harness(serving="new")
     h.service.feed("legacy", event("legacy"))
+    await h.service.persist()
     assert h.ledger == []
     h.service.feed("new", event("new"))
+    await h.service.persist()
     assert h.stages()[0] == ("req-1", "42", Stage.PROPAGATED)
 
 
@@ -128,9 +136,10 @@ async def test_an_event_without_correlation_id_leaves_the_ledger_alone() -> None
     assert h.ledger == [] and [r.kind for _, r in h.recorded] == ["match"]
 
 
-def test_entities_in_a_mode_that_compares_nothing_only_propagate() -> None:
+async def test_entities_in_a_mode_that_compares_nothing_only_propagate() -> None:
     h = Harness(compared=False)
     assert h.service.feed("legacy", event("legacy")) == []
+    await h.service.persist()
     assert h.service.joiner.pending() == 0 and h.service.counts["uncompared"] == 1
     assert h.stages() == [("req-1", "42", Stage.PROPAGATED)]
 
@@ -412,16 +421,20 @@ def test_the_store_keeps_waiting_events_and_seen_ids_and_gives_them_back(engine:
 def test_a_batch_is_written_whole_or_not_at_all(engine: Engine) -> None:
     store = OutcomeStore(engine, lambda aggregate_type: "profile")
     batch = OutcomeBatch(results=[(T0, r) for r in results()])
+    batch.stages.append(StageEvent("req-m", "42", Stage.RECONCILED, T0))
     batch.wait("legacy", event("legacy"), T0)
     batch.see("legacy", "legacy-a", T0)
     batch.results.append((T0, None))  # type: ignore[arg-type]  # a row that cannot be built: nothing is written
     with pytest.raises(AttributeError):
         store.write(batch)
     assert state_of(engine) == ([], []) and rows(engine, comparisons_table) == []
+    assert SqlLedgerStore(engine).journeys("req-m") == []
     batch.results.pop()
     store.write(batch)
     store.write(batch)  # again, as after a commit whose answer was lost: the waiting event is there once
     assert len(state_of(engine)[0]) == 1 and len(state_of(engine)[1]) == 1
+    [journey] = SqlLedgerStore(engine).journeys("req-m")  # the ledger moved with the results
+    assert (journey.entity_key, journey.stage) == ("42", Stage.RECONCILED)
 
 
 def test_seen_ids_are_forgotten_by_age_before_the_newest_not_by_the_clock(engine: Engine) -> None:
