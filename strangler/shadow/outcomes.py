@@ -105,26 +105,34 @@ class OutcomeJoiner:
 
     def add(self, side: Side, event: DomainEvent, now: dt.datetime) -> list[OutcomeResult]:
         """Take one side's event; returns the outcome when it completes a pair (and expired ones)."""
-        return self.take(side, event, now).results
+        return self._take(side, event, now)[1]
 
     def take(self, side: Side, event: DomainEvent, now: dt.datetime) -> Taken:
         """Take one side's event and say what became of it (see `Taken`)."""
+        return Taken(*self._take(side, event, now))
+
+    def _take(
+        self, side: Side, event: DomainEvent, now: dt.datetime
+    ) -> tuple[Literal["duplicate", "waiting", "joined"], list[OutcomeResult], DomainEvent | None]:
+        # a plain tuple: `add` is the hot path and builds no object per event
         results = self.expire(now)
         if self._duplicate(side, event.event_id):
-            return Taken("duplicate", results)
+            return "duplicate", results, None
         key = (event.aggregate_type, event.aggregate_id, self.family(event))
         queue = self._pending.setdefault(key, deque())
         partner = self._partner(queue, side, event)
         if partner is None:
-            self._wait(_Pending(side, event, now, key), queue)
-            return Taken("waiting", results)
+            item = _Pending(side, event, now, key)
+            queue.append(item)
+            self._by_arrival.append(item)
+            return "waiting", results, None
         partner.done = True
         queue.remove(partner)
         if not queue:
             del self._pending[key]
         legacy, new = (event, partner.event) if side == "legacy" else (partner.event, event)
         results.append(self.compare(legacy, new))
-        return Taken("joined", results, partner.event)
+        return "joined", results, partner.event
 
     def restore(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
         """Put back an event that was waiting (in arrival order, before any new event): it waits out the
