@@ -30,6 +30,7 @@ from strangler.shadow.outcomes import OutcomeJoiner, OutcomeResult, Side
 from strangler.store import StoreUnavailable
 
 log = logging.getLogger("strangler.outcomes")
+NOT_COMMITTING = "outcome consumer: not committing its offsets, the store does not hold the events' results yet"
 
 
 def _always_legacy(aggregate_type: str) -> Side:
@@ -104,7 +105,7 @@ class OutcomeService:
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._store_error: str | None = None
+        self._failing: set[str] = set()  # what cannot reach the store now, each said once
         self.restored = False
         self.counts: dict[str, int] = {"match": 0, "divergence": 0, "missing": 0, "rejected": 0, "uncompared": 0,
                                        "duplicate": 0}
@@ -190,9 +191,9 @@ class OutcomeService:
             try:
                 await self.restore()
             except StoreUnavailable as exc:
-                self._store_failed(f"cannot restore the outcome comparison's state yet: {exc}")
+                self._store_failed("cannot restore the outcome comparison's state yet", exc)
                 await asyncio.sleep(self._tick)
-        self._store_error = None
+        self._store_back("cannot restore the outcome comparison's state yet")
         if self._kafka is not None:
             loop = asyncio.get_running_loop()
             thread = threading.Thread(target=self._consume, args=(loop,), daemon=True, name="outcomes-kafka")
@@ -209,16 +210,19 @@ class OutcomeService:
                     pruned_at = time.monotonic()
                     await asyncio.to_thread(self._journal.prune_seen, self._remember_for)
             except StoreUnavailable as exc:
-                self._store_failed(f"cannot write outcome results yet: {exc}")
+                self._store_failed("cannot write outcome results yet", exc)
                 continue
-            if self._store_error is not None:
-                log.warning("the outcome store takes results again")
-                self._store_error = None
+            self._store_back("cannot write outcome results yet")
 
-    def _store_failed(self, error: str) -> None:
-        if error != self._store_error:  # retried every tick while the store is away: say it once
-            log.warning("%s", error)
-        self._store_error = error
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        if what not in self._failing:  # retried every tick while the store is away: say it once
+            log.warning("%s: %s", what, str(exc).splitlines()[0][:500])
+            self._failing.add(what)
+
+    def _store_back(self, what: str) -> None:
+        if what in self._failing:
+            self._failing.discard(what)
+            log.warning("the outcome store answers again")
 
     def _consume(self, loop: asyncio.AbstractEventLoop) -> None:
         """Kafka consumer thread: decodes events and hands each to the loop before reading the next; about
@@ -249,11 +253,12 @@ class OutcomeService:
             try:
                 asyncio.run_coroutine_threadsafe(self.persist(), loop).result(timeout=60)
             except StoreUnavailable as exc:
-                self._store_failed(f"outcome consumer: not committing, the results are not written: {exc}")
+                self._store_failed(NOT_COMMITTING, exc)
                 return False
             except Exception:
                 log.exception("outcome consumer: not committing, the results are not written")
                 return False
+            self._store_back(NOT_COMMITTING)
             try:
                 consumer.commit(asynchronous=False)
             except KafkaException as exc:

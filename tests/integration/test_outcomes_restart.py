@@ -1,9 +1,11 @@
-"""The outcome comparison across a crash: `strangler serve` takes the legacy side's events from the broker and
-is killed (SIGKILL) while they wait for the new side's; started again, it joins them with the new side's
-events published after the restart. Nothing waiting is forgotten (no `missing`), the events the broker
-delivers again (those after the last committed offset) give no second outcome, every change's journey in
-the maturity ledger ends `reconciled`, and the offsets committed before the kill never run ahead of what the
-store held.
+"""The outcome comparison across a crash and a store outage.
+
+`strangler serve` takes the legacy side's events from the broker and is killed (SIGKILL) while they wait for
+the new side's; started again, it joins them with the new side's events published after the restart.
+Nothing waiting is forgotten (no `missing`), the events the broker delivers again (those after the last
+committed offset) give no second outcome, every change's journey in the maturity ledger ends `reconciled`,
+and the offsets committed before the kill never run ahead of what the store held. While the store is down
+no offset is committed; the events taken meanwhile are written, then committed, when it is back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from strangler.maturity.store import changes_table
+from strangler.shadow.outcome_service import NOT_COMMITTING
 from strangler.shadow.outcome_store import pending_table, seen_table
 from strangler.shadow.store import comparisons_table
 from strangler.store import create_store_engine
@@ -91,6 +94,21 @@ def eventually(probe: Callable[[], Any], timeout: float, what: str, gateway: Gat
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{gateway.log()[-3000:]}")
 
 
+def gateway_config(bootstrap: str, store: str, legacy_topic: str, new_topic: str, group: str) -> dict[str, Any]:
+    return {
+        "workers": 1,
+        "store": store,
+        "upstreams": {"legacy": {"url": "http://127.0.0.1:9"}},
+        "default_upstream": "legacy",
+        "precedence": {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}},
+        "outcomes": {"window": 600, "kafka": {
+            "bootstrap_servers": bootstrap, "legacy_topics": [legacy_topic], "new_topics": [new_topic],
+            "group_id": group,
+            # the restart's join waits for the killed member up to its rebalance timeout on this broker
+            "settings": {"max.poll.interval.ms": 15000}}},
+    }
+
+
 def kill(gateway: GatewayProcess) -> None:
     """SIGKILL the serve process (the admin part, where the comparison runs) and its workers."""
     pids = [gateway.pid, *children_of(gateway.pid)]
@@ -108,18 +126,7 @@ def test_events_waiting_at_a_crash_join_their_partners_after_the_restart_once_ea
     legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}")
     new_topic = kafka_broker.create_topic(f"new.customer-{suffix}")
     group = f"outcomes-{suffix}"
-    config = {
-        "workers": 1,
-        "store": pg_database.url(),
-        "upstreams": {"legacy": {"url": "http://127.0.0.1:9"}},
-        "default_upstream": "legacy",
-        "precedence": {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}},
-        "outcomes": {"window": 600, "kafka": {
-            "bootstrap_servers": bootstrap, "legacy_topics": [legacy_topic], "new_topics": [new_topic],
-            "group_id": group,
-            # the restart's join waits for the killed member up to its rebalance timeout on this broker
-            "settings": {"max.poll.interval.ms": 15000}}},
-    }
+    config = gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group)
     engine = create_store_engine(pg_database.url())
     cids = [f"req-{i}" for i in range(1, EVENTS + 1)]
     last = f"req-{EVENTS + 1}"
@@ -163,4 +170,38 @@ def test_events_waiting_at_a_crash_join_their_partners_after_the_restart_once_ea
     assert count(engine, select(func.count()).select_from(changes_table).where(
         changes_table.c.reconciled_at.is_not(None), changes_table.c.exception_at.is_(None))) == EVENTS + 1
     assert "Traceback" not in second.log()
+    engine.dispose()
+
+
+def test_while_the_store_is_down_no_offset_is_committed_and_the_events_are_written_when_it_is_back(
+    kafka_broker: TansuBroker, pg_database: PostgresDatabase, pg_cluster: Any, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    suffix = uuid.uuid4().hex[:8]
+    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}")
+    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}")
+    group = f"outcomes-{suffix}"
+    engine = create_store_engine(pg_database.url())
+    cids = [f"req-{i}" for i in range(1, 21)]
+    gateway = GatewayProcess(gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group),
+                             tmp_path / "gateway").start()
+    try:
+        publish(bootstrap, legacy_topic, "legacy", cids)
+        publish(bootstrap, new_topic, "new", cids[:10])
+        eventually(lambda: len(outcomes(engine)) == 10 and committed(bootstrap, group, new_topic) == 10, 60,
+                   "the first ten pairs joined and committed", gateway)
+        pg_cluster.stop()
+        try:
+            publish(bootstrap, new_topic, "new", cids[10:])
+            eventually(lambda: NOT_COMMITTING in gateway.log(), 60, "the consumer to refuse to commit", gateway)
+            assert committed(bootstrap, group, new_topic) == 10  # taken, not written: not committed
+        finally:
+            pg_cluster.start()
+        eventually(lambda: len(outcomes(engine)) == 20 and committed(bootstrap, group, new_topic) == 20, 60,
+                   "the rest written, then committed", gateway)
+    finally:
+        assert gateway.stop() == 0, gateway.log()
+    assert sorted(cid for _, cid in outcomes(engine)) == sorted(cids)
+    assert {kind for kind, _ in outcomes(engine)} == {"match"}
+    assert "Traceback" not in gateway.log()
     engine.dispose()
