@@ -137,7 +137,10 @@ class Http1Connection(asyncio.Protocol):
         if self.loop.time() < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._check_deadline)
             return
-        if not self.head_done:
+        if self._write_paused and not self.head_done:
+            self._fail(UpstreamTimeout(
+                f"upstream {self.name!r} took none of the request body for {self.timeout:g} s"))
+        elif not self.head_done:
             self._fail(UpstreamTimeout(f"upstream {self.name!r} did not answer within {self.timeout:g} s"))
         else:
             self._fail(UpstreamTimeout(f"upstream {self.name!r} sent nothing more for {self.timeout:g} s"))

@@ -693,3 +693,20 @@ async def test_an_https_upstream_is_verified_and_reached(certificate: tuple[Path
         server.close()
 
 
+
+
+async def test_an_upstream_that_stops_taking_the_body_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.requests.append(await reader.readuntil(b"\r\n\r\n"))
+        await asyncio.sleep(3600)  # reads no body: the socket buffers fill, then the client must wait
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(10_000):
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    async with Scripted(handle) as server:
+        client = client_for(server.url, timeout=0.3)
+        with pytest.raises(UpstreamTimeout, match="took none of the request body for 0.3 s"):
+            await fetch(client, "POST", "/upload", [], endless(), chunked=True)
+        assert client._idle == []
