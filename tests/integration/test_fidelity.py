@@ -100,7 +100,7 @@ def test_utf8_header_values_roundtrip(client: httpx.Client) -> None:
 
 
 def test_request_header_that_is_not_utf8_is_rejected(client: httpx.Client, legacy_echo: EchoUpstream) -> None:
-    # obs-text that is latin-1 but not UTF-8: the aiohttp hot path sends str headers, so it is refused
+    # obs-text that is latin-1 but not UTF-8: the upstream port carries headers as text, so it is refused
     before = legacy_echo.count
     response = client.get("/headers", headers={"x-name": b"caf\xe9"})
     assert response.status_code == 400
