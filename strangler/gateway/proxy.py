@@ -191,6 +191,7 @@ class ProxyApp:
                 for part in reversed(self.lifecycle):
                     await part.stop()
                 await self.aclose()
+                gc.unfreeze()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
