@@ -1,8 +1,9 @@
 """The hot path's upstream client: the `UpstreamClient` port over HTTP/1.1 connections (`http1.py`).
 
 A proxy needs little of a general HTTP client (no cookies, redirects, decompression or retries: the gateway
-decides those) and pays for all of it on every request: aiohttp's per-request objects, multidicts and
-timers cost about twice the CPU of this client (bench/RESULTS.md, "Proxy benchmark"). Per upstream and
+decides those) and pays for all of it on every request: with aiohttp's per-request objects, multidicts
+and timers the gateway used about twice the CPU per request it uses with this client (bench/RESULTS.md,
+"Proxy benchmark"). Per upstream and
 worker: a pool of at most `pool_size` keep-alive connections, the most recently used first; requests over
 the limit wait for one up to `timeout`.
 """
