@@ -51,7 +51,7 @@ from strangler.cdc.translator import ChangeTranslator, StreamPosition
 from strangler.cdc.values import PgType
 
 log = logging.getLogger("strangler.cdc")
-_MARK_SAVE_INTERVAL = 0.02  # seconds between saves of the acknowledged mark (it only counts duplicates)
+_MARK_SAVE_INTERVAL = 0.1  # seconds between saves of the acknowledged mark (it only counts duplicates)
 
 
 def plan_start(mode: str, slot_exists: bool, state: dict[str, Any]) -> str:

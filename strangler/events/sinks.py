@@ -15,6 +15,8 @@ from strangler.events.ports import Ack, Headers
 
 # Settings the mapper's guarantees depend on; the configuration refuses weaker ones.
 SAFE_PRODUCER = {"enable.idempotence": True, "acks": "all", "max.in.flight.requests.per.connection": 5}
+# Overridable: larger, compressed batches cost the producer and the broker less per event (as the CDC sink's).
+DEFAULTS = {"linger.ms": 5, "batch.num.messages": 10000, "compression.type": "lz4"}
 
 
 class KafkaRecordSink:
@@ -23,7 +25,7 @@ class KafkaRecordSink:
 
         self._errors: list[str] = []
         self._producer: Any = Producer({
-            "bootstrap.servers": bootstrap_servers, "linger.ms": 5,
+            "bootstrap.servers": bootstrap_servers, **DEFAULTS,
             **(settings or {}), **SAFE_PRODUCER, "error_cb": self._on_error,
         })
 
@@ -40,7 +42,8 @@ class KafkaRecordSink:
 
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=list(headers), on_delivery=delivered)
+                self._producer.produce(topic, value, key, headers=headers if type(headers) is list else list(headers),
+                                       on_delivery=delivered)
                 return
             except BufferError:  # the local queue is full: serve acknowledgements, then try again
                 self._producer.poll(0.05)
