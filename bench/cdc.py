@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="strangler-cdc-bench-"))
-    slots = args.rounds * 3 + 2
+    slots = (args.rounds + 1) * 3 + 2  # one more set for --profile
     cluster = PostgresCluster(settings={"max_replication_slots": slots, "max_wal_senders": slots})
     broker = TansuBroker()
     rounds: list[dict[str, Any]] = []

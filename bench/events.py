@@ -16,7 +16,10 @@ Measured in one run (each part repeated, medians reported):
    `pg_recvlogical` (pgoutput, to /dev/null) and, from the same WAL, by `strangler cdc run` (Debezium
    events to Tansu) with `strangler events run` (typed events to Tansu, acknowledged) running alongside;
    changes/s of each from start to the last acknowledged event, and strangler's share of pg_recvlogical's
-   rate. Target >= 30%.
+   rate. Target >= 30%. In the same rounds, from the same WAL, the in-process variant: one `strangler cdc
+   run` whose connector maps its changes itself (`map_domain_events: true`), once publishing the change
+   events too and once the domain events only (`publish_change_events: false`), from process start to the
+   last change whose outputs are all acknowledged (`strangler_cdc_mapped_total`).
 
     python bench/events.py                      # everything; rewrites "## Domain events and outcomes" in RESULTS.md
     python bench/events.py --only outcomes mapping --no-write      # the CPU-bound parts, a quick look
@@ -241,7 +244,8 @@ def bench_end_to_end(broker: Any, cluster: Any, n: int, repeats: int, workdir: P
             conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text, corr_street text, corr_city text, "
                          "corr_zip text, address_valid_from date, correlation_id text)")
             conn.execute("CREATE PUBLICATION bench_pub FOR TABLE customers")
-            conn.execute("SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
+            for slot in ("bench_recv", *IN_PROCESS):
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         prefix = f"bench-{suffix}"
         changes_topic = broker.create_topic(f"{prefix}.public.customers")
         events_topic = broker.create_topic(f"domain.customer-{suffix}")
@@ -265,6 +269,17 @@ def bench_end_to_end(broker: Any, cluster: Any, n: int, repeats: int, workdir: P
         }
         path = workdir / f"strangler-{suffix}.yaml"
         path.write_text(yaml.safe_dump(config))
+        in_process_paths = {}
+        for slot, publish_changes in IN_PROCESS.items():
+            variant = yaml.safe_load(yaml.safe_dump(config))
+            variant["cdc"]["metrics_listen"] = f"127.0.0.1:{free_port()}"
+            variant["cdc"]["domain_events"]["rules"][0]["topic"] = broker.create_topic(f"domain.{slot}-{suffix}")
+            connector = variant["cdc"]["connectors"]["legacy"]
+            connector.update(map_domain_events=True, publish_change_events=publish_changes)
+            connector["source"]["slot"] = slot
+            connector["sink"]["topic_prefix"] = f"{prefix}-{slot}"
+            in_process_paths[slot] = workdir / f"strangler-{suffix}-{slot}.yaml"
+            in_process_paths[slot].write_text(yaml.safe_dump(variant))
         log = open(workdir / f"processes-{suffix}.log", "ab")  # noqa: SIM115 - closed below
         command = [sys.executable, "-m", "strangler", "--log-level", "WARNING"]
         # create the CDC slot first, so that it sees the inserts below; then stop it
@@ -312,15 +327,54 @@ def bench_end_to_end(broker: Any, cluster: Any, n: int, repeats: int, workdir: P
                 except subprocess.TimeoutExpired:
                     process.kill()
             log.close()
-            cluster.drop_database(db.name)
-        results.append({"round": round_ + 1, "recvlogical": n / recv_seconds, "strangler": n / total_seconds,
-                        "cdc": n / cdc_done if cdc_done else None, "share": recv_seconds / total_seconds})
-    return {"changes": n, "rounds": results,
+        result = {"round": round_ + 1, "recvlogical": n / recv_seconds, "strangler": n / total_seconds,
+                  "cdc": n / cdc_done if cdc_done else None, "share": recv_seconds / total_seconds}
+        for slot, variant_path in in_process_paths.items():
+            seconds, cpu = run_in_process(command, variant_path, n, workdir)
+            result[slot], result[f"{slot}_share"] = n / seconds, recv_seconds / seconds
+            result[f"{slot}_cpu_us"] = cpu
+        print(result, flush=True)
+        results.append(result)
+        cluster.drop_database(db.name)
+    medians = {key: statistics.median(r[key] for r in results) for slot in IN_PROCESS
+               for key in (slot, f"{slot}_share", f"{slot}_cpu_us")}
+    return {"changes": n, "rounds": results, **medians,
             "recvlogical": statistics.median(r["recvlogical"] for r in results),
             "strangler": statistics.median(r["strangler"] for r in results),
             "cdc": statistics.median(r["cdc"] for r in results if r["cdc"]) if any(r["cdc"] for r in results)
             else None,
             "share": statistics.median(r["share"] for r in results)}
+
+
+# slot -> whether the in-process connector publishes the change events too
+IN_PROCESS = {"inproc_both": True, "inproc_events": False}
+
+
+def run_in_process(command: list[str], path: Path, n: int, workdir: Path) -> tuple[float, float]:
+    """`strangler cdc run` mapping in-process: seconds from process start to the n-th change whose outputs are
+    all acknowledged, and the process's CPU µs per change."""
+    import yaml
+
+    url = "http://" + yaml.safe_load(path.read_text())["cdc"]["metrics_listen"] + "/metrics"
+    with open(workdir / f"{path.stem}.log", "ab") as log:
+        started = time.monotonic()
+        process = subprocess.Popen([*command, "cdc", "run", "-c", str(path), "--no-status"], stdout=log, stderr=log)
+        try:
+            deadline = started + 900
+            while metric(url, "strangler_cdc_mapped_total") < n:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the in-process connector stopped short; see {log.name}")
+                time.sleep(0.05)
+            seconds = time.monotonic() - started
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") / n * 1e6
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return seconds, cpu
 
 
 def _slot_exists(dsn: str, slot: str) -> bool:
@@ -397,8 +451,19 @@ def section(info: dict[str, str], parts: dict[str, Any], args: argparse.Namespac
         lines.append(f"| strangler cdc run + events run | changes/s, to the mapper's commit of the last change "
                      f"| {', '.join(fmt(r['strangler']) for r in rounds)} | **{fmt(e['strangler'])}** | |")
         shares = ", ".join(format(r["share"], ".1%") for r in rounds)
-        lines.append(f"| share of pg_recvlogical's rate | end to end, same run "
+        lines.append(f"| share of pg_recvlogical's rate, two processes | end to end, same run "
                      f"| {shares} | **{e['share']:.1%}** | >= 30% |")
+        for slot, label in (("inproc_both", "change events and domain events"),
+                            ("inproc_events", "domain events only")):
+            lines.append(f"| strangler cdc run mapping in-process, {label} | changes/s, process start to the last "
+                         f"change whose outputs are acknowledged | {', '.join(fmt(r[slot]) for r in rounds)} "
+                         f"| **{fmt(e[slot])}** | |")
+            lines.append(f"| the same | CPU µs per change, the whole process | "
+                         f"{', '.join(format(r[f'{slot}_cpu_us'], '.1f') for r in rounds)} "
+                         f"| **{e[f'{slot}_cpu_us']:.1f}** | |")
+            lines.append(f"| share of pg_recvlogical's rate, in-process, {label} | end to end, same run "
+                         f"| {', '.join(format(r[f'{slot}_share'], '.1%') for r in rounds)} "
+                         f"| **{e[f'{slot}_share']:.1%}** | >= 30% |")
     if "outcomes" in parts:
         lines += ["", f"Outcome kinds in the last round: {parts['outcomes']['kinds']}."]
     lines += ["", f"Load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}."]
