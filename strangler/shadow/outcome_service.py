@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import orjson
@@ -46,8 +46,9 @@ class OutcomeJournal(Protocol):
         failure is harmless."""
         ...
 
-    def restore(self, remember: int) -> RestoredOutcomes:
-        """The waiting events in arrival order and the newest `remember` seen ids (StoreUnavailable)."""
+    def restore(self, remember: int, origins: Collection[str] | None = None) -> RestoredOutcomes:
+        """The waiting events (from `origins`, or all) in arrival order and the newest `remember` seen ids
+        (StoreUnavailable)."""
         ...
 
     def prune_seen(self, keep: dt.timedelta) -> int:
@@ -74,7 +75,9 @@ class OutcomeService:
     takes events from Kafka. The consumer commits its offsets only after the journal holds everything the
     events before them did, so a crash loses nothing; the events after the last commit come again and are
     ignored as duplicates by their ids, which the journal keeps too. Time the service did not run does not
-    count against a waiting event's window.
+    count against a waiting event's window. A waiting event from Kafka belongs to its partition: several
+    processes in one consumer group each hold the waiting events of the partitions they are assigned,
+    taken from the journal on assignment and left there on revocation.
 
     `serving(aggregate_type)` is the side whose event shows a change propagated; `compared(aggregate_type)`
     says whether the other side is expected to publish too (by default always).
@@ -106,11 +109,14 @@ class OutcomeService:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failing: set[str] = set()  # what cannot reach the store now, each said once
+        # waiting events taken from a Kafka partition, by where they came from: released when it is revoked
+        self._origin_of: dict[tuple[Side, str], tuple[str, DomainEvent]] = {}
         self.restored = False
         self.counts: dict[str, int] = {"match": 0, "divergence": 0, "missing": 0, "rejected": 0, "uncompared": 0,
                                        "duplicate": 0}
 
-    def feed(self, side: Side, event: DomainEvent) -> list[OutcomeResult]:
+    def feed(self, side: Side, event: DomainEvent, origin: str = "") -> list[OutcomeResult]:
+        """Take one side's event; `origin` is where it came from ("topic:partition", "" for a callback)."""
         now = self._clock()
         if event.correlation_id and side == self._serving(event.aggregate_type):
             # the serving side's change reached the event stream
@@ -125,9 +131,13 @@ class OutcomeService:
         else:
             self._batch.see(side, event.event_id, now)
             if taken.status == "waiting":
-                self._batch.wait(side, event, now)
+                self._batch.wait(side, event, now, origin)
+                if origin:
+                    self._origin_of[(side, event.event_id)] = (origin, event)
             elif taken.partner is not None:
-                self._batch.resolve("new" if side == "legacy" else "legacy", taken.partner.event_id)
+                other: Side = "new" if side == "legacy" else "legacy"
+                self._batch.resolve(other, taken.partner.event_id)
+                self._origin_of.pop((other, taken.partner.event_id), None)
         self._emit(taken.results, now)
         return taken.results
 
@@ -140,6 +150,7 @@ class OutcomeService:
                 present = result.legacy or result.new
                 if present is not None:
                     self._batch.resolve(side, present.event_id)
+                    self._origin_of.pop((side, present.event_id), None)
             self._batch.stages.extend(ledger_events(result, now))
 
     async def persist(self) -> None:
@@ -155,19 +166,32 @@ class OutcomeService:
                 self._batch = batch.then(self._batch)
                 raise
 
-    async def restore(self) -> None:
-        """Take back what the journal holds (StoreUnavailable when it cannot be read)."""
-        state = await asyncio.to_thread(self._journal.restore, self.joiner.memory)
+    async def restore(self, origins: Collection[str] | None = None) -> None:
+        """Take back what the journal holds: the seen ids, and the waiting events from `origins` (all by
+        default). StoreUnavailable when it cannot be read."""
+        state = await asyncio.to_thread(self._journal.restore, self.joiner.memory, origins)
         now = self._clock()
         downtime = now - state.last_active if state.last_active is not None and now > state.last_active else (
             dt.timedelta(0))
         for side, event_id in state.seen:
             self.joiner.remember(side, event_id)
-        for side, event, arrived in state.waiting:
+        for side, event, arrived, origin in state.waiting:
             self.joiner.restore(side, event, arrived + downtime)
+            if origin:
+                self._origin_of[(side, event.event_id)] = (origin, event)
         self.restored = True
         if state.waiting:
             log.info("outcome comparison resumed with %d events waiting for their partner", len(state.waiting))
+
+    async def release(self, origins: Collection[str]) -> int:
+        """Forget the waiting events from `origins` (partitions another process reads now; the store keeps
+        them for it). Returns how many."""
+        wanted = set(origins)
+        released = [key for key, (origin, _) in self._origin_of.items() if origin in wanted]
+        for side, event_id in released:
+            _, event = self._origin_of.pop((side, event_id))
+            self.joiner.release(side, event)
+        return len(released)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -188,8 +212,8 @@ class OutcomeService:
 
     async def _run(self) -> None:
         while not self.restored:
-            try:
-                await self.restore()
+            try:  # with Kafka, the events from a partition come back when it is assigned
+                await self.restore([""] if self._kafka is not None else None)
             except StoreUnavailable as exc:
                 self._store_failed("cannot restore the outcome comparison's state yet", exc)
                 await asyncio.sleep(self._tick)
@@ -268,13 +292,32 @@ class OutcomeService:
             uncommitted = False
             return True
 
+        def assigned(consumer: Any, partitions: list[Any]) -> None:
+            origins = [f"{p.topic}:{p.partition}" for p in partitions]
+            while not self._stopping.is_set():  # the waiting events from these partitions, before their next
+                try:
+                    asyncio.run_coroutine_threadsafe(self.restore(origins), loop).result(timeout=60)
+                    return
+                except StoreUnavailable as exc:
+                    self._store_failed("cannot take over the waiting events of the assigned partitions", exc)
+                except Exception:
+                    log.exception("cannot take over the waiting events of the assigned partitions")
+                time.sleep(1.0)
+
         def revoked(consumer: Any, partitions: list[Any]) -> None:
-            commit()  # before another member reads them: what was taken here is written
+            # before another member reads them: what was taken here is written, and its waiting events are
+            # left to that member
+            commit()
+            origins = [f"{p.topic}:{p.partition}" for p in partitions]
+            try:
+                asyncio.run_coroutine_threadsafe(self.release(origins), loop).result(timeout=60)
+            except Exception:
+                log.exception("cannot release the waiting events of the revoked partitions")
 
         paused: list[Any] = []
         last_commit = time.monotonic()
         try:
-            consumer.subscribe(list(sides), on_revoke=revoked)
+            consumer.subscribe(list(sides), on_assign=assigned, on_revoke=revoked)
             while not self._stopping.is_set():
                 message = consumer.poll(0.5)
                 if message is not None and message.error():
@@ -308,7 +351,9 @@ class OutcomeService:
             self.counts["rejected"] += 1
             log.warning("outcome consumer: %s is not a domain event: %s", where, str(exc).splitlines()[0])
             return
-        future = asyncio.run_coroutine_threadsafe(self._feed_async(sides.get(message.topic(), "legacy"), event), loop)
+        side = sides.get(message.topic(), "legacy")
+        origin = f"{message.topic()}:{message.partition()}"
+        future = asyncio.run_coroutine_threadsafe(self._feed_async(side, event, origin), loop)
         try:
             future.result(timeout=30)
         except concurrent.futures.TimeoutError:
@@ -316,8 +361,8 @@ class OutcomeService:
         except Exception:  # a bug in one event must not stop the consumer
             log.exception("outcome consumer: cannot compare %s", where)
 
-    async def _feed_async(self, side: Side, event: DomainEvent) -> None:
-        self.feed(side, event)
+    async def _feed_async(self, side: Side, event: DomainEvent, origin: str) -> None:
+        self.feed(side, event, origin)
 
 
 def outcome_routes(service: OutcomeService) -> list[Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ pending_table = Table(  # an event waiting for the other side's; removed when jo
     metadata,
     Column("side", String(8), primary_key=True),
     Column("event_key", String(100), primary_key=True),
+    Column("origin", String(300), nullable=False),  # where it came from: "topic:partition", "" for HTTP
     Column("arrived", DateTime(timezone=True), nullable=False),
     Column("event", Text, nullable=False),
 )
@@ -67,15 +68,15 @@ class OutcomeBatch:
 
     results: list[tuple[dt.datetime, OutcomeResult]] = field(default_factory=list)
     stages: list[StageEvent] = field(default_factory=list)
-    waiting: dict[tuple[Side, str], tuple[DomainEvent, dt.datetime]] = field(default_factory=dict)
+    waiting: dict[tuple[Side, str], tuple[DomainEvent, dt.datetime, str]] = field(default_factory=dict)
     resolved: set[tuple[Side, str]] = field(default_factory=set)
     seen: dict[tuple[Side, str], dt.datetime] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.results or self.stages or self.waiting or self.resolved or self.seen)
 
-    def wait(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
-        self.waiting[(side, event.event_id)] = (event, arrived)
+    def wait(self, side: Side, event: DomainEvent, arrived: dt.datetime, origin: str = "") -> None:
+        self.waiting[(side, event.event_id)] = (event, arrived, origin)
 
     def resolve(self, side: Side, event_id: str) -> None:
         if self.waiting.pop((side, event_id), None) is None:
@@ -98,10 +99,10 @@ class OutcomeBatch:
 
 @dataclass(frozen=True)
 class RestoredOutcomes:
-    """The state a previous run left: waiting events in arrival order, the newest seen ids (oldest first),
-    and the last time an event was taken (None for a new store)."""
+    """The state a previous run left: waiting events in arrival order with where they came from, the newest
+    seen ids (oldest first), and the last time an event was taken (None for a new store)."""
 
-    waiting: list[tuple[Side, DomainEvent, dt.datetime]]
+    waiting: list[tuple[Side, DomainEvent, dt.datetime, str]]
     seen: list[tuple[Side, str]]
     last_active: dt.datetime | None
 
@@ -139,18 +140,23 @@ class OutcomeStore:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"outcome store: {exc.__class__.__name__}: {exc}") from exc
 
-    def restore(self, remember: int) -> RestoredOutcomes:
-        """The waiting events and the newest `remember` seen ids (StoreUnavailable on failure)."""
+    def restore(self, remember: int, origins: Collection[str] | None = None) -> RestoredOutcomes:
+        """The waiting events (those from `origins`, or all) and the newest `remember` seen ids
+        (StoreUnavailable on failure)."""
+        t = pending_table
+        query = select(t.c.side, t.c.arrived, t.c.event, t.c.origin).order_by(t.c.arrived)
+        if origins is not None:
+            query = query.where(t.c.origin.in_(list(origins)))
         try:
             with self._engine.connect() as conn:
-                rows = conn.execute(select(pending_table.c.side, pending_table.c.arrived, pending_table.c.event)
-                                    .order_by(pending_table.c.arrived)).all()
+                rows = conn.execute(query).all()
                 seen = conn.execute(select(seen_table.c.side, seen_table.c.event_id)
                                     .order_by(seen_table.c.at.desc()).limit(remember)).all()
                 last = conn.execute(select(func.max(seen_table.c.at))).scalar()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"outcome store: {exc.__class__.__name__}: {exc}") from exc
-        waiting = [(side, DomainEvent.model_validate_json(event), _aware(arrived)) for side, arrived, event in rows]
+        waiting = [(side, DomainEvent.model_validate_json(event), _aware(arrived), origin)
+                   for side, arrived, event, origin in rows]
         return RestoredOutcomes(waiting, [(side, event_id) for side, event_id in reversed(seen)],
                                 _aware(last) if last is not None else None)
 
@@ -174,8 +180,9 @@ class OutcomeStore:
                     tuple_(pending_table.c.side, pending_table.c.event_key).in_(keys[start:start + 500])))
         if batch.waiting:  # (a batch retried after a commit whose answer was lost finds its rows there)
             conn.execute(self._insert(pending_table).on_conflict_do_nothing(), [
-                dict(side=side, event_key=event_key(event_id), arrived=arrived, event=event.to_json().decode())
-                for (side, event_id), (event, arrived) in batch.waiting.items()])
+                dict(side=side, event_key=event_key(event_id), origin=origin[:300], arrived=arrived,
+                     event=event.to_json().decode())
+                for (side, event_id), (event, arrived, origin) in batch.waiting.items()])
         if batch.seen:
             # a redelivered event after a restart may be seen again when its id was beyond what was restored
             conn.execute(self._insert(seen_table).on_conflict_do_nothing(), [

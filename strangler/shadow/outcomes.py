@@ -141,6 +141,20 @@ class OutcomeJoiner:
         key = (event.aggregate_type, event.aggregate_id, self.family(event))
         self._wait(_Pending(side, event, arrived, key), self._pending.setdefault(key, deque()))
 
+    def release(self, side: Side, event: DomainEvent) -> bool:
+        """Stop waiting for `event`'s partner without an outcome (another process takes it over); False if
+        it was not waiting."""
+        key = (event.aggregate_type, event.aggregate_id, self.family(event))
+        queue = self._pending.get(key)
+        item = next((p for p in queue or () if p.side == side and p.event.event_id == event.event_id), None)
+        if queue is None or item is None:
+            return False
+        item.done = True
+        queue.remove(item)
+        if not queue:
+            del self._pending[key]
+        return True
+
     def remember(self, side: Side, event_id: str) -> None:
         """Count an event as seen (taken before), so that it is ignored if it comes again."""
         self._duplicate(side, event_id)

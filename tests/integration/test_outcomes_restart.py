@@ -49,12 +49,14 @@ def domain_event(side: str, customer: int, cid: str) -> bytes:
     })
 
 
-def publish(bootstrap: str, topic: str, side: str, cids: list[str]) -> None:
+def publish(bootstrap: str, topic: str, side: str, cids: list[str], partitions: int = 1) -> None:
+    """Each event to the partition `customer % partitions`: both sides' events of a customer in the same."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
     errors: list[Any] = []
     for cid in cids:
         customer = int(cid.split("-")[1])
         producer.produce(topic, domain_event(side, customer, cid), str(customer).encode(),
+                         partition=customer % partitions,
                          on_delivery=lambda err, msg: errors.append(err) if err else None)
     if producer.flush(30) or errors:
         raise KafkaException(f"cannot publish to {topic}: {errors}")
@@ -94,14 +96,15 @@ def eventually(probe: Callable[[], Any], timeout: float, what: str, gateway: Gat
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{gateway.log()[-3000:]}")
 
 
-def gateway_config(bootstrap: str, store: str, legacy_topic: str, new_topic: str, group: str) -> dict[str, Any]:
+def gateway_config(bootstrap: str, store: str, legacy_topic: str, new_topic: str, group: str,
+                   window: float = 600) -> dict[str, Any]:
     return {
         "workers": 1,
         "store": store,
         "upstreams": {"legacy": {"url": "http://127.0.0.1:9"}},
         "default_upstream": "legacy",
         "precedence": {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}},
-        "outcomes": {"window": 600, "kafka": {
+        "outcomes": {"window": window, "kafka": {
             "bootstrap_servers": bootstrap, "legacy_topics": [legacy_topic], "new_topics": [new_topic],
             "group_id": group,
             # the restart's join waits for the killed member up to its rebalance timeout on this broker
@@ -204,4 +207,42 @@ def test_while_the_store_is_down_no_offset_is_committed_and_the_events_are_writt
     assert sorted(cid for _, cid in outcomes(engine)) == sorted(cids)
     assert {kind for kind, _ in outcomes(engine)} == {"match"}
     assert "Traceback" not in gateway.log()
+    engine.dispose()
+
+
+def test_a_second_instance_takes_over_the_waiting_events_of_the_partitions_it_is_assigned(
+    kafka_broker: TansuBroker, pg_database: PostgresDatabase, tmp_path: Path
+) -> None:
+    """Two gateways on one store, one consumer group: when the second joins, each partition's waiting events
+    are joined, or expire, in the one process that reads the partition, never in both."""
+    bootstrap = kafka_broker.bootstrap_servers
+    suffix = uuid.uuid4().hex[:8]
+    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}", partitions=2)
+    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}", partitions=2)
+    group = f"outcomes-{suffix}"
+    config = gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group, window=30)
+    engine = create_store_engine(pg_database.url())
+    cids = [f"req-{i}" for i in range(1, 41)]
+    first = GatewayProcess(config, tmp_path / "first").start()
+    second = GatewayProcess(config, tmp_path / "second")
+    try:
+        publish(bootstrap, legacy_topic, "legacy", cids, partitions=2)
+        eventually(lambda: count(engine, select(func.count()).select_from(pending_table)) == 40, 60,
+                   "the legacy events waiting in the store", first)
+        second.start()
+        publish(bootstrap, new_topic, "new", cids, partitions=2)
+        eventually(lambda: len(outcomes(engine)) >= 40, 120, "every pair to be joined", first)
+        # one lonely event a partition, published last: once both expired, so would have any copy of a joined
+        # event still waiting in the process that does not read its partition
+        lonely = ["req-100", "req-101"]
+        publish(bootstrap, legacy_topic, "legacy", lonely, partitions=2)
+        eventually(lambda: {cid for kind, cid in outcomes(engine) if kind == "missing"} >= set(lonely), 120,
+                   "the lonely events to expire", first)
+    finally:
+        second_code = second.stop()
+        first_code = first.stop()
+    assert (first_code, second_code) == (0, 0), first.log() + second.log()
+    results = outcomes(engine)
+    assert sorted(cid for kind, cid in results if kind == "match") == sorted(cids)
+    assert sorted(cid for kind, cid in results if kind != "match") == lonely
     engine.dispose()

@@ -199,3 +199,22 @@ def test_expired_results_come_back_with_the_next_event() -> None:
     j.add("legacy", event("legacy", aggregate_id="1"), T0)
     results = j.add("legacy", event("legacy", aggregate_id="2"), T0 + 2 * WINDOW)
     assert [(r.kind, r.aggregate_id) for r in results] == [("missing", "1")]
+
+
+def test_a_released_event_waits_no_more_and_never_expires_here() -> None:
+    j = joiner()
+    waiting = event("legacy")
+    j.add("legacy", waiting, T0)
+    assert j.release("legacy", waiting) is True and j.pending() == 0
+    assert j.release("legacy", waiting) is False  # not waiting any more
+    assert j.expire(T0 + 2 * WINDOW) == []
+    assert j.add("legacy", waiting, T0) == [] and j.pending() == 0  # still seen: a duplicate
+
+
+def test_a_restored_event_waits_even_if_its_id_was_remembered() -> None:
+    j = joiner()
+    waiting = event("legacy")
+    j.remember("legacy", waiting.event_id)
+    j.restore("legacy", waiting, T0)
+    [result] = j.add("new", event("new"), T0 + dt.timedelta(seconds=1))
+    assert result.kind == "match" and result.legacy == waiting

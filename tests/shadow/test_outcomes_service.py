@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,11 @@ class MemoryJournal:
             raise self.failures.pop(0)
         self.batches.append(batch)
 
-    def restore(self, remember: int) -> RestoredOutcomes:
+    def restore(self, remember: int, origins: Collection[str] | None = None) -> RestoredOutcomes:
         if self.failures:
             raise self.failures.pop(0)
-        return self.state
+        waiting = [w for w in self.state.waiting if origins is None or w[3] in origins]
+        return RestoredOutcomes(waiting, self.state.seen, self.state.last_active)
 
     def prune_seen(self, keep: dt.timedelta) -> int:
         return 0
@@ -276,7 +277,7 @@ async def test_a_restored_event_joins_its_partner_and_a_restored_id_is_a_duplica
     waiting = event("legacy", aggregate_id="1")
     joined_before = event("legacy", aggregate_id="2")
     stopped = T0 + dt.timedelta(seconds=20)
-    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [  # as the store has them: oldest first
+    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0, "")], [  # as the store has them: oldest first
         ("legacy", waiting.event_id), ("legacy", joined_before.event_id)], stopped))
     h = Harness(journal=journal)
     h.clock.now = stopped + dt.timedelta(hours=1)  # a long stop: its window's rest (10 s) is still ahead
@@ -294,7 +295,7 @@ async def test_a_restored_event_joins_its_partner_and_a_restored_id_is_a_duplica
 
 async def test_a_restored_event_expires_when_the_rest_of_its_window_ran_out() -> None:
     waiting = event("legacy")
-    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0)], [], T0 + dt.timedelta(seconds=20)))
+    journal = MemoryJournal(RestoredOutcomes([("legacy", waiting, T0, "")], [], T0 + dt.timedelta(seconds=20)))
     h = Harness(journal=journal)
     h.clock.now = T0 + dt.timedelta(minutes=5)
     await h.service.restore()
@@ -302,8 +303,30 @@ async def test_a_restored_event_expires_when_the_rest_of_its_window_ran_out() ->
     assert missing.kind == "missing" and missing.legacy == waiting
 
 
+async def test_a_revoked_partitions_waiting_events_are_left_to_the_store_and_taken_back_on_assignment() -> None:
+    h = Harness()
+    mine, theirs, called = event("legacy", aggregate_id="1"), event("legacy", aggregate_id="2"), event(
+        "legacy", aggregate_id="3")
+    h.service.feed("legacy", mine, "domain.customer:0")
+    h.service.feed("legacy", theirs, "domain.customer:1")
+    h.service.feed("legacy", called)  # an HTTP callback's: no partition
+    await h.service.persist()
+    assert await h.service.release(["domain.customer:1"]) == 1  # revoked: another member reads it now
+    assert h.service.joiner.pending() == 2
+    assert h.service.feed("new", event("new", aggregate_id="2")) == []  # not paired here any more
+    expired = h.service.joiner.expire(T0 + 2 * WINDOW)  # nor reported missing here
+    assert {(r.aggregate_id, r.missing_side) for r in expired} == {("1", "new"), ("3", "new"), ("2", "legacy")}
+    h.journal.state = RestoredOutcomes([("legacy", theirs, T0, "domain.customer:1"),
+                                        ("legacy", mine, T0, "domain.customer:0")], [], T0)
+    other = Harness(journal=h.journal)  # the member the partition went to takes its events back
+    await other.service.restore(["domain.customer:1"])
+    assert other.service.joiner.pending() == 1
+    [result] = other.service.feed("new", event("new", aggregate_id="2"))
+    assert result.kind == "match" and result.legacy == theirs
+
+
 async def test_the_service_retries_restoring_until_the_store_answers() -> None:
-    journal = MemoryJournal(RestoredOutcomes([("legacy", event("legacy"), T0)], [], T0))
+    journal = MemoryJournal(RestoredOutcomes([("legacy", event("legacy"), T0, "")], [], T0))
     journal.failures.extend([StoreUnavailable("down"), StoreUnavailable("down")])
     h = Harness(journal=journal)
     await h.service.start()
@@ -393,13 +416,15 @@ def test_the_store_keeps_waiting_events_and_seen_ids_and_gives_them_back(engine:
     long_id = "legacy-" + "y" * 400  # longer than the key column: keyed by its hash, given back whole
     first, second = event("legacy", event_id=long_id, zip="0"), event("legacy", aggregate_id="43")
     batch = OutcomeBatch()
-    for i, e in enumerate((first, second)):
+    for i, (e, origin) in enumerate(((first, "domain.customer:0"), (second, ""))):
         batch.see("legacy", e.event_id, T0 + dt.timedelta(seconds=i))
-        batch.wait("legacy", e, T0 + dt.timedelta(seconds=i))
+        batch.wait("legacy", e, T0 + dt.timedelta(seconds=i), origin)
     store.write(batch)
     restored = store.restore(10)
-    assert [(side, e, at) for side, e, at in restored.waiting] == [("legacy", first, T0),
-                                                                   ("legacy", second, T0 + dt.timedelta(seconds=1))]
+    assert restored.waiting == [("legacy", first, T0, "domain.customer:0"),
+                                ("legacy", second, T0 + dt.timedelta(seconds=1), "")]
+    assert store.restore(10, ["domain.customer:0"]).waiting == [("legacy", first, T0, "domain.customer:0")]
+    assert store.restore(10, ["domain.customer:1"]).waiting == []
     assert restored.seen == [("legacy", long_id), ("legacy", second.event_id)]
     assert restored.last_active == T0 + dt.timedelta(seconds=1)
     assert store.restore(1).seen == [("legacy", second.event_id)]  # the newest

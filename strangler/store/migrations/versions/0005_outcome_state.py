@@ -20,10 +20,11 @@ def upgrade() -> None:
         "outcome_pending",
         sa.Column("side", sa.String(8), primary_key=True),
         sa.Column("event_key", sa.String(100), primary_key=True),
+        sa.Column("origin", sa.String(300), nullable=False),  # "topic:partition", "" for HTTP callbacks
         sa.Column("arrived", sa.DateTime(timezone=True), nullable=False),
         sa.Column("event", sa.Text, nullable=False),
     )
-    op.create_index("ix_outcome_pending_arrived", "outcome_pending", ["arrived"])
+    op.create_index("ix_outcome_pending_origin_arrived", "outcome_pending", ["origin", "arrived"])
     op.create_table(
         "outcome_seen",
         sa.Column("side", sa.String(8), primary_key=True),
