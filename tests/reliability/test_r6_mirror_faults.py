@@ -9,8 +9,9 @@ the A/A pair's per-round ratios in the same run (the median deviation for p50, t
 few requests per round are at the mercy of the scheduler); reported, so that a loose run is visible.
 
 Mirroring is not free even when the mirror fails: every dropped or failed mirror is counted and recorded
-before the primary request is sent (some 20 us on this loaded machine), 3-7% of p50 here, so the test
-holds p50 at 10% (+ noise) and reports whether the 5% target was met. A dead mirror's circuit breaker
+(some 15-20 us on this loaded machine, the store row about half of it), 3-7% of a 1 ms p50 but 9-12% of
+the 180 us p50 of the gateway with its own upstream client, so the test holds p50 at 10% or 25 us,
+whichever is more (+ noise), and reports whether the 5% target was met. A dead mirror's circuit breaker
 spares the connection attempt per request that used to cost 15-20%."""
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.time
 REPEATS, PER_ROUND = (9, 1000) if full_run() else (5, 500)
 MIRROR_DELAY = 10.0
 MAX_IN_FLIGHT = 100
+BOOKKEEPING = 25e-6  # seconds: a mirror not sent is still counted and recorded (a record, a store row, counters)
 VARIANTS = ("baseline", "a-a", "slow", "dead")
 
 
@@ -115,10 +117,11 @@ def test_slow_or_dead_mirror_leaves_the_primary_alone(gateway: GatewayProcess, s
         noise[q] = statistics.median(deviations) if q == "p50" else max(deviations)
         record("R6", f"A/A per-round {q} ratios", ", ".join(f"{r:.3f}" for r in per_round))
     # The target is 5%, widened by the comparison's own uncertainty (a smaller excess could not be told from
-    # noise here). p50 is held at 10%: the bookkeeping of mirrors not sent costs 3-7% on this machine (see
-    # the module docstring); any coupling to the mirror itself (10 s, or a connection attempt) is far more.
+    # noise here). p50 is held at 10%, or BOOKKEEPING when that is more: the bookkeeping of a mirror not sent
+    # costs about that much whatever the primary's latency (see the module docstring); any coupling to the
+    # mirror itself (10 s, or a connection attempt) is far more.
     target = {q: 0.05 + 3 * noise[q] for q in ("p50", "p99")}
-    tolerance = {"p50": 0.10 + 3 * noise["p50"], "p99": target["p99"]}
+    tolerance = {"p50": max(0.10, BOOKKEEPING / median_of("baseline", 0)) + 3 * noise["p50"], "p99": target["p99"]}
     figures = ", ".join(f"{n} {q} {median_of(n, i) * 1000:.3f} ms"
                         for n in VARIANTS for i, q in enumerate(("p50", "p99")))
     record("R6", f"primary latency, median of {REPEATS} rounds x {PER_ROUND} requests each", figures)
