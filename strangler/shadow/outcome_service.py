@@ -191,6 +191,11 @@ class OutcomeService:
         for side, event_id in released:
             _, event = self._origin_of.pop((side, event_id))
             self.joiner.release(side, event)
+            if self._batch.waiting.pop((side, event_id), None) is not None:
+                # not written, so its offset is not committed either: the partition's next reader (perhaps
+                # this process again) gets it again and must take it afresh
+                self._batch.seen.pop((side, event_id), None)
+                self.joiner.forget(side, event_id)
         return len(released)
 
     async def start(self) -> None:

@@ -155,6 +155,10 @@ class OutcomeJoiner:
             del self._pending[key]
         return True
 
+    def forget(self, side: Side, event_id: str) -> None:
+        """Count an event as not seen: if it comes again it is taken afresh."""
+        self._seen.pop(f"{side}:{event_id}", None)
+
     def remember(self, side: Side, event_id: str) -> None:
         """Count an event as seen (taken before), so that it is ignored if it comes again."""
         self._duplicate(side, event_id)

@@ -325,6 +325,22 @@ async def test_a_revoked_partitions_waiting_events_are_left_to_the_store_and_tak
     assert result.kind == "match" and result.legacy == theirs
 
 
+async def test_a_waiting_event_not_yet_written_is_forgotten_on_revocation_and_taken_afresh_when_it_comes_again(
+) -> None:
+    h = Harness()
+    written, unwritten = event("legacy", aggregate_id="1"), event("legacy", aggregate_id="2")
+    h.service.feed("legacy", written, "domain.customer:0")
+    await h.service.persist()
+    h.service.feed("legacy", unwritten, "domain.customer:0")  # the store fails before it is written
+    assert await h.service.release(["domain.customer:0"]) == 2
+    assert h.service.joiner.pending() == 0
+    h.service.feed("legacy", written, "domain.customer:0")  # re-delivered: the store has it, a duplicate
+    h.service.feed("legacy", unwritten, "domain.customer:0")  # re-delivered: never written, taken afresh
+    assert h.service.joiner.pending() == 1 and h.service.counts["duplicate"] == 1
+    await h.service.persist()
+    assert h.journal.waiting() == {("legacy", written.event_id), ("legacy", unwritten.event_id)}
+
+
 async def test_the_service_retries_restoring_until_the_store_answers() -> None:
     journal = MemoryJournal(RestoredOutcomes([("legacy", event("legacy"), T0, "")], [], T0))
     journal.failures.extend([StoreUnavailable("down"), StoreUnavailable("down")])
