@@ -9,9 +9,10 @@ the A/A pair's per-round ratios in the same run (the median deviation for p50, t
 few requests per round are at the mercy of the scheduler); reported, so that a loose run is visible.
 
 Mirroring is not free even when the mirror fails: every dropped or failed mirror is counted and recorded
-(some 15-20 us on this loaded machine, the store row about half of it), 3-7% of a 1 ms p50 but 9-12% of
-the 180 us p50 of the gateway with its own upstream client, so the test holds p50 at 10% or 25 us,
-whichever is more (+ noise), and reports whether the 5% target was met. A dead mirror's circuit breaker
+(11 us of CPU measured alone, the store row half of it; 15-25 us of p50 on this loaded machine), 3-7% of a
+1 ms p50 but 8-14% of the 180 us p50 of the gateway with its own upstream client, so the test holds p50 at
+10% or 30 us, whichever is more (+ noise), and reports whether the 5% target was met. A connection
+attempt per request, or any wait for the mirror, costs far more. A dead mirror's circuit breaker
 spares the connection attempt per request that used to cost 15-20%."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.time
 REPEATS, PER_ROUND = (9, 1000) if full_run() else (5, 500)
 MIRROR_DELAY = 10.0
 MAX_IN_FLIGHT = 100
-BOOKKEEPING = 25e-6  # seconds: a mirror not sent is still counted and recorded (a record, a store row, counters)
+BOOKKEEPING = 30e-6  # seconds: a mirror not sent is still counted and recorded (a record, a store row, counters)
 VARIANTS = ("baseline", "a-a", "slow", "dead")
 
 
