@@ -97,6 +97,7 @@ class OutcomeJoiner:
         self.comparator = Comparator(compare or _EMPTY)
         self._pending: dict[tuple[str, str, str], deque[_Pending]] = {}
         self._by_arrival: deque[_Pending] = deque()  # arrival order, for expiry without a scan
+        self._unordered = False
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.memory = remember  # how many seen ids it keeps
 
@@ -135,10 +136,12 @@ class OutcomeJoiner:
         return "joined", results, partner.event
 
     def restore(self, side: Side, event: DomainEvent, arrived: dt.datetime) -> None:
-        """Put back an event that was waiting (in arrival order, before any new event): it waits out the
-        rest of its window from `arrived`, and counts as seen (whether or not it was remembered already)."""
+        """Put back an event that was waiting: it waits out the rest of its window from `arrived`, and counts
+        as seen (whether or not it was remembered already)."""
         self._duplicate(side, event.event_id)
         key = (event.aggregate_type, event.aggregate_id, self.family(event))
+        if self._by_arrival and self._by_arrival[-1].arrived > arrived:
+            self._unordered = True  # put in order by the next expiry pass, once for all restored events
         self._wait(_Pending(side, event, arrived, key), self._pending.setdefault(key, deque()))
 
     def release(self, side: Side, event: DomainEvent) -> bool:
@@ -170,6 +173,9 @@ class OutcomeJoiner:
     def expire(self, now: dt.datetime) -> list[OutcomeResult]:
         """Events whose window closed without a partner: `missing` outcomes."""
         results = []
+        if self._unordered:
+            self._by_arrival = deque(sorted(self._by_arrival, key=lambda item: item.arrived))
+            self._unordered = False
         while self._by_arrival and now - self._by_arrival[0].arrived > self.window:
             item = self._by_arrival.popleft()
             if item.done:

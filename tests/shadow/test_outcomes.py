@@ -218,3 +218,11 @@ def test_a_restored_event_waits_even_if_its_id_was_remembered() -> None:
     j.restore("legacy", waiting, T0)
     [result] = j.add("new", event("new"), T0 + dt.timedelta(seconds=1))
     assert result.kind == "match" and result.legacy == waiting
+
+
+def test_an_event_restored_while_newer_ones_wait_expires_in_its_own_time() -> None:
+    j = joiner()
+    j.add("legacy", event("legacy", aggregate_id="1"), T0 + dt.timedelta(seconds=20))
+    j.restore("legacy", event("legacy", aggregate_id="2"), T0)  # taken over from another process
+    [expired] = j.expire(T0 + WINDOW + dt.timedelta(seconds=1))
+    assert expired.aggregate_id == "2" and j.pending() == 1
