@@ -48,7 +48,8 @@ from strangler.shadow.evidence import ShadowEvidence
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.mirror import Shadow
 from strangler.shadow.mirror_client import MirrorClients
-from strangler.shadow.outcome_service import OutcomeService, outcome_routes
+from strangler.shadow.outcome_api import outcome_routes
+from strangler.shadow.outcome_service import OutcomeService
 from strangler.shadow.outcome_store import OutcomeStore
 from strangler.shadow.outcomes import OutcomeJoiner
 from strangler.shadow.store import SqlDivergenceStore

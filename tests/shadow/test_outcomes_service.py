@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from strangler.maturity.ledger import Stage, StageEvent
 from strangler.maturity.store import SqlLedgerStore
 from strangler.routing.modes import Mode
-from strangler.shadow.outcome_service import OutcomeService, outcome_routes
+from strangler.shadow.outcome_api import outcome_routes
+from strangler.shadow.outcome_service import OutcomeService
 from strangler.shadow.outcome_store import (
     OutcomeBatch,
     OutcomeStore,
