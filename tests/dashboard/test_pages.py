@@ -150,6 +150,7 @@ async def test_while_the_store_is_stopped_the_pages_show_the_flags_in_memory_and
         assert f'href="/dashboard/capabilities/{name}"' in overview.text
     assert "evidence unavailable while the store is unreachable" in overview.text
     assert overview.text.count("Unavailable while the store is unreachable.") == 2  # maturity, drift
+    assert "Figures as of" not in overview.text  # there are none
     # the capability page: the flag as routed, its controls disabled
     assert capability.status_code == 200
     assert "Flag store unreachable, showing flags as of" in capability.text
