@@ -166,6 +166,26 @@ async def test_while_the_store_is_stopped_the_pages_show_the_flags_in_memory_and
     assert 'class="audit-entry"' in back.text and "disabled>" not in back.text
 
 
+async def test_a_process_that_never_reached_the_store_shows_the_configured_modes_under_the_banner(
+    tmp_path: Path, pg_database: Any, pg_cluster: Any
+) -> None:
+    config = estate_config(tmp_path, store=pg_database.url())
+    pg_cluster.stop()
+    try:
+        _, parts = build_estate(tmp_path, config=config)
+        await next(part for part in parts.lifecycle if isinstance(part, FlagRefresher)).refresh()
+        async with _signed_in(parts.app) as client:
+            overview = await client.get("/dashboard/")
+            capability = await client.get(f"/dashboard/capabilities/{CAP}")
+    finally:
+        pg_cluster.start()
+    assert (overview.status_code, capability.status_code) == (200, 200)
+    for page in (overview.text, capability.text):
+        assert "Flag store unreachable, showing flags as of start-up (the configured modes)" in page
+        assert 'badge mode-legacy">legacy' in page
+    assert '<fieldset class="flip-controls" disabled>' in capability.text
+
+
 @pytest.mark.parametrize(
     ("form", "status", "text"),
     [
