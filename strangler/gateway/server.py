@@ -2,7 +2,9 @@
 
 The supervisor binds the proxy socket once and forks workers that share it (each a uvicorn server with
 uvloop and httptools). It restarts a worker that dies, and on SIGTERM/SIGINT marks itself not ready,
-lets every worker drain its in-flight requests (up to `limits.drain_timeout`) and exits.
+lets every worker drain its in-flight requests (up to `limits.drain_timeout`) and exits. When a capability
+offloads its mirrors (`shadow.offload`), it also runs the shadow process (`strangler.shadow.process`),
+restarted like a worker and stopped after them.
 """
 
 from __future__ import annotations
