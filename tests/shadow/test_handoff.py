@@ -31,7 +31,7 @@ from strangler.shadow.handoff import (
 )
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.process import HandoffReceiver, ShadowService
-from strangler.shadow.records import ComparisonRecord
+from strangler.shadow.records import MASK, ComparisonRecord
 from tests.shadow.fakes import FakeUpstream
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -88,13 +88,13 @@ class Gateway:
     """A worker's ShadowHandoff and the shadow process's Shadow (fake upstreams), joined by a Unix socket;
     `shadow` options for the capability (offloaded unless it says otherwise)."""
 
-    def __init__(self, path: Path, **shadow: Any) -> None:
+    def __init__(self, path: Path, compare: dict[str, Any] | None = None, **shadow: Any) -> None:
         from strangler.shadow.mirror import Shadow
 
         self.path = str(path)
         shadow = {"noise_sample": 0.0, "offload": True, **shadow}
         self.cap = CapabilityConfig.model_validate(
-            {"legacy": "legacy", "new": "new", "routes": ["* /items/{id}"], "shadow": shadow})
+            {"legacy": "legacy", "new": "new", "routes": ["* /items/{id}"], "shadow": shadow, "compare": compare or {}})
         self.route = Route("items", parse_route("* /items/{id}"),
                            decide("legacy", "new", RoutingFlag(Mode.SHADOW), None), {"id": "1"})
         self.upstreams = {name: FakeUpstream(name) for name in ("legacy", "new")}
@@ -311,3 +311,21 @@ def test_an_unreadable_frame_closes_the_connection() -> None:
     receiver.connection_made(transport)  # type: ignore[arg-type]
     receiver.data_received(b"".join(encode(handoff())) + PREFIX.pack(4, 0, 0) + b"nope")
     assert len(accepted) == 1 and transport.closed and receiver.buffer == b""
+
+
+async def test_noise_and_redaction_apply_in_the_shadow_process(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path / "handoff.sock", compare={"redact": ["/secret"]}, noise_sample=1.0)
+    gateway.upstreams["legacy"].answer = lambda r: (200, {"content-type": "application/json"},
+                                                    b'{"ok": true, "secret": "s-2"}')
+    gateway.upstreams["new"].answer = lambda r: (200, {"content-type": "application/json"},
+                                                 b'{"ok": true, "secret": "s-3"}')
+    await gateway.start()
+    try:
+        gateway.request(cid="cid-n", primary=b'{"ok": true, "secret": "s-1"}')
+        records = await gateway.settled(2)
+        assert sorted(r.kind for r in records) == ["candidate", "noise"]
+        assert [s.header("x-strangler-shadow") for s in gateway.upstreams["legacy"].sent] == ["1"]  # noise call
+        for r in records:
+            assert [(d.path, d.primary, d.other) for d in r.differences] == [("/secret", MASK, MASK)]
+    finally:
+        await gateway.stop()
