@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--notes", help="a file whose text is appended to the section")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="strangler-cdc-bench-"))
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster.close()
         shutil.rmtree(workdir, ignore_errors=True)
     section = render(args.changes, rounds, load_start, os.getloadavg())
+    if args.notes and Path(args.notes).exists():
+        section = section.replace(SECTION_END, Path(args.notes).read_text().strip() + "\n" + SECTION_END)
     print(section)
     if not args.no_write:
         write_section(section)
