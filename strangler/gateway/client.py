@@ -120,6 +120,11 @@ class Http1UpstreamClient:
             raise
         return Http1Response(self, conn)
 
+    @property
+    def idle_connections(self) -> int:
+        """Kept-alive connections waiting for a request (some may have been closed by the upstream meanwhile)."""
+        return len(self._idle)
+
     def release(self, conn: Http1Connection) -> None:
         """Take a connection back after its exchange: kept for the next one if it can carry one."""
         conn.active = False

@@ -72,10 +72,10 @@ async def test_a_body_is_sent_with_its_length_whatever_the_original_framing(echo
 async def test_connections_are_kept_alive_and_reused(echo: EchoUpstream) -> None:
     client = client_for(echo.url)
     await fetch(client)
-    [conn] = client._idle
+    [conn] = client.pool._idle
     for _ in range(5):
         assert (await fetch(client))[0] == 200
-    assert client._idle == [conn]
+    assert client.pool._idle == [conn]
     await client.aclose()
     assert conn.closed
 
@@ -84,7 +84,7 @@ async def test_concurrent_requests_use_several_connections(echo: EchoUpstream) -
     client = client_for(echo.url)
     results = await asyncio.gather(*(fetch(client, target=f"/c/{i}") for i in range(10)))
     assert [orjson.loads(body)["raw_path"] for _, _, body in results] == [f"/c/{i}" for i in range(10)]
-    assert 1 < len(client._idle) <= 10
+    assert 1 < len(client.pool._idle) <= 10
     await client.aclose()
 
 
@@ -107,7 +107,7 @@ async def test_a_body_read_only_in_part_does_not_return_its_connection(echo: Ech
     async for _ in response.body():
         break  # too large for the mirror: it stops reading
     await response.close()
-    assert client._idle == []
+    assert client.pool._idle == []
     assert (await fetch(client))[0] == 200
     await client.aclose()
 
@@ -153,6 +153,51 @@ async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
         upstream.stop()
 
 
+class OneAnswerPerConnection:
+    """Answers the first request on each connection with keep-alive, then closes at the next one unanswered:
+    what a client sees when an upstream's idle timeout ends a connection as a request goes out on it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, bytes]] = []  # (connection number, request line)
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            for answered in (False, True):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append((number, head.split(b"\r\n")[0]))
+                if answered:
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def test_a_safe_request_on_a_connection_closed_as_it_went_out_goes_again_on_another() -> None:
+    upstream = OneAnswerPerConnection()
+    client = client_for(await upstream.start())
+    try:
+        assert (await fetch(client, target="/1"))[::2] == (200, b"ok")
+        assert (await fetch(client, target="/2"))[::2] == (200, b"ok")
+        assert upstream.requests == [(1, b"GET /1 HTTP/1.1"), (1, b"GET /2 HTTP/1.1"), (2, b"GET /2 HTTP/1.1")]
+        with pytest.raises(UpstreamUnavailable):  # a write is never sent twice
+            await fetch(client, "POST", "/3", body=b"x")
+        assert upstream.requests[3:] == [(2, b"POST /3 HTTP/1.1")]
+    finally:
+        await client.aclose()
+        assert upstream.server is not None
+        upstream.server.close()
+
+
 async def test_a_refused_connection_is_connect_failed() -> None:
     client = client_for(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ConnectFailed):
@@ -167,7 +212,7 @@ async def test_failures_are_the_ports_errors(behaviour: str, error: type[Excepti
         client = client_for(upstream.url, timeout=0.3)
         with pytest.raises(error):
             await fetch(client)
-        assert client._idle == []
+        assert client.pool._idle == []
     finally:
         upstream.stop()
 
@@ -192,7 +237,7 @@ async def test_mirror_clients_close_their_connections_at_stop(echo: EchoUpstream
     clients = MirrorClients({"echo": UpstreamConfig(url=echo.url), "other": UpstreamConfig(url=echo.url)})
     assert sorted(clients) == ["echo", "other"] and len(clients) == 2
     await fetch(clients["echo"])
-    [conn] = clients["echo"]._idle
+    [conn] = clients["echo"].pool._idle
     await clients.start()
     await clients.stop()
-    assert conn.closed and clients["echo"]._idle == []
+    assert conn.closed and clients["echo"].pool._idle == []
