@@ -93,7 +93,8 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     shadow = Shadow(config.capabilities, mirror_clients, writer.submit, shadow_metrics, classify=classify,
                     breakers=breakers)
     return ProxyApp(config, flags=cache, registry=registry, clients=clients,
-                    lifecycle=[refresher, writer, ledger, mirror_clients], shadow=shadow, ledger=ledger.submit)
+                    lifecycle=[shadow_metrics, refresher, writer, ledger, mirror_clients], shadow=shadow,
+                    ledger=ledger.submit)
 
 
 class SchemaUpgrader:

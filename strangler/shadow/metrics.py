@@ -1,8 +1,15 @@
 """Shadow metrics: mirrored, dropped, skipped, failed, compared and divergent counts per capability, and
-divergence by field with bounded cardinality (the first `max_fields` distinct fields, then "other")."""
+divergence by field with bounded cardinality (the first `max_fields` distinct fields, then "other").
+
+As the proxy's (`strangler/gateway/metrics.py`), the counts are summed in the process and written to the
+metric values at most every `flush_interval` (0.1 s): under `strangler serve` each written sample is an mmap
+write under a lock, and a mirrored request counted three of them. /metrics may lag by that much; `stop`
+(the process's lifecycle) writes what is left.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 
 class ShadowMetrics:
-    def __init__(self, registry: CollectorRegistry, max_fields: int = 50) -> None:
+    def __init__(self, registry: CollectorRegistry, max_fields: int = 50, flush_interval: float = 0.1) -> None:
         self._mirrored = Counter("strangler_shadow_mirrored", "Requests mirrored", ["capability"], registry=registry)
         self._dropped = Counter("strangler_shadow_dropped", "Mirrors dropped at the in-flight cap",
                                 ["capability"], registry=registry)
@@ -25,38 +32,74 @@ class ShadowMetrics:
                                ["capability", "field"], registry=registry)
         self._unstored = Counter("strangler_shadow_records_dropped", "Comparison records not stored (writer "
                                  "queue full, or the store failing past the retries)", registry=registry)
+        self.flush_interval = flush_interval
         self._max_fields = max_fields
         self._seen_fields: dict[str, set[str]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled once: `labels()` takes a lock each time
-
-    def _child(self, counter: Counter, *labels: str) -> Any:
-        child = self._children.get((counter, *labels))
-        if child is None:
-            child = self._children[(counter, *labels)] = counter.labels(*labels)
-        return child
+        self._pending: dict[tuple[Any, ...], int] = {}  # (counter, *labels) -> count not written yet
+        self._flush: asyncio.TimerHandle | None = None
 
     def mirrored(self, capability: str) -> None:
-        self._child(self._mirrored, capability).inc()
+        self._count((self._mirrored, capability))
 
     def dropped(self, capability: str) -> None:
-        self._child(self._dropped, capability).inc()
+        self._count((self._dropped, capability))
 
     def skipped(self, capability: str, reason: str) -> None:
-        self._child(self._skipped, capability, reason).inc()
+        self._count((self._skipped, capability, reason))
 
     def failed(self, capability: str, reason: str) -> None:
-        self._child(self._failed, capability, reason).inc()
+        self._count((self._failed, capability, reason))
 
     def records_dropped(self, count: int) -> None:
-        self._unstored.inc(count)
+        self._unstored.inc(count)  # rare: written at once
 
     def compared(self, capability: str, fields: Iterable[str]) -> None:
-        self._child(self._compared, capability).inc()
+        pending = self._pending
+        key: tuple[Any, ...] = (self._compared, capability)
+        pending[key] = pending.get(key, 0) + 1
         fields = list(fields)
         if fields:
-            self._child(self._divergent, capability).inc()
-        seen = self._seen_fields.setdefault(capability, set())
-        for name in fields:
-            if name not in seen and len(seen) < self._max_fields:
-                seen.add(name)
-            self._child(self._fields, capability, name if name in seen else "other").inc()
+            key = (self._divergent, capability)
+            pending[key] = pending.get(key, 0) + 1
+            seen = self._seen_fields.setdefault(capability, set())
+            for name in fields:
+                if name not in seen and len(seen) < self._max_fields:
+                    seen.add(name)
+                key = (self._fields, capability, name if name in seen else "other")
+                pending[key] = pending.get(key, 0) + 1
+        if self._flush is None:
+            self._schedule()
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush to the metric values."""
+        if self._flush is not None:
+            self._flush.cancel()  # a no-op when the timer is what called
+            self._flush = None
+        pending, self._pending = self._pending, {}
+        children = self._children
+        for key, count in pending.items():
+            child = children.get(key)
+            if child is None:
+                child = children[key] = key[0].labels(*key[1:])
+            child.inc(count)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.flush()
+
+    def _count(self, key: tuple[Any, ...]) -> None:
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+        if self._flush is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in an event loop (a synchronous caller): write at once
+            self.flush()
+            return
+        self._flush = loop.call_later(self.flush_interval, self.flush)

@@ -122,6 +122,7 @@ async def serve(config: StranglerConfig, path: str, stop: asyncio.Event) -> None
         await shadow.drain(timeout=config.limits.drain_timeout)
         await clients.stop()
         await writer.stop()
+        shadow.metrics.flush()
 
 
 def run(config: StranglerConfig, path: str) -> None:

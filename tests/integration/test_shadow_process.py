@@ -89,9 +89,10 @@ def test_mirrors_are_sent_compared_and_stored_by_the_shadow_process(gateway: Gat
     dry_run = next(r for r in mirrored if r["method"] == "POST")
     assert header(dry_run, "x-strangler-shadow") == "dry-run"
     assert dry_run["body_sha256"] == hashlib.sha256(b'{"name": "ada"}').hexdigest()
-    text = gateway.metrics()
-    assert metric_value(text, "strangler_shadow_mirrored_total", capability="items") == 41
-    assert metric_value(text, "strangler_shadow_compared_total", capability="items") == 41
+    # the shadow process writes its counts every 0.1 s
+    eventually(lambda: metric_value(gateway.metrics(), "strangler_shadow_compared_total", capability="items") == 41,
+               "41 comparisons counted in /metrics")
+    assert metric_value(gateway.metrics(), "strangler_shadow_mirrored_total", capability="items") == 41
 
 
 def test_a_killed_shadow_process_is_replaced_and_the_workers_go_on(gateway: GatewayProcess) -> None:
@@ -115,9 +116,14 @@ def test_a_killed_shadow_process_is_replaced_and_the_workers_go_on(gateway: Gate
     eventually(lambda: sum(stored(gateway).values()) == sent, "every request recorded")
     outcomes = stored(gateway)
     assert set(outcomes) == {"compared", "dropped"}, outcomes
-    text = gateway.metrics()
-    assert metric_value(text, "strangler_shadow_dropped_total", capability="items") == outcomes["dropped"]
-    assert metric_value(text, "strangler_shadow_compared_total", capability="items") == outcomes["compared"]
+
+    def counted() -> tuple[float, float]:
+        text = gateway.metrics()
+        return (metric_value(text, "strangler_shadow_dropped_total", capability="items"),
+                metric_value(text, "strangler_shadow_compared_total", capability="items"))
+
+    # counts are written every 0.1 s
+    eventually(lambda: counted() == (outcomes["dropped"], outcomes["compared"]), "the stored outcomes in /metrics")
 
 
 def test_the_shadow_process_stops_with_the_gateway_and_dies_with_the_supervisor(

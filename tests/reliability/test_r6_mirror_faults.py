@@ -133,11 +133,22 @@ def test_slow_or_dead_mirror_leaves_the_primary_alone(gateway: GatewayProcess, s
         for q in ("p50", "p99"):
             assert ratios[(name, q)] <= 1 + tolerance[q], (name, q, ratios[(name, q)], tolerance[q])
 
-    text = gateway.metrics()
+    sent = (REPEATS * PER_ROUND + 200)
+
+    def accounted(text: str) -> bool:  # the workers write their shadow counts every 0.1 s
+        slow = sum(metric_value(text, f"strangler_shadow_{name}_total", capability="slow")
+                   for name in ("dropped", "mirrored")) + metric_value(
+            text, "strangler_shadow_skipped_total", capability="slow", reason="circuit_open")
+        dead = metric_value(text, "strangler_shadow_failed_total", capability="dead") + metric_value(
+            text, "strangler_shadow_skipped_total", capability="dead", reason="circuit_open")
+        return slow >= sent and dead >= sent
+
+    deadline = time.monotonic() + 10
+    while not accounted(text := gateway.metrics()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     dropped = metric_value(text, "strangler_shadow_dropped_total", capability="slow")
     failed_dead = metric_value(text, "strangler_shadow_failed_total", capability="dead")
     mirrored_slow = metric_value(text, "strangler_shadow_mirrored_total", capability="slow")
-    sent = (REPEATS * PER_ROUND + 200)
     # at most MAX_IN_FLIGHT slow mirrors per worker at once, each held MIRROR_DELAY seconds; the rest are dropped,
     # or skipped once the mirror's timeouts opened its breaker (only when the run outlasts the first timeouts:
     # a short run may end before any mirror has timed out, so skipped may be 0)

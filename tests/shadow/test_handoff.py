@@ -101,8 +101,8 @@ class Gateway:
         self.worker_registry, self.process_registry = CollectorRegistry(), CollectorRegistry()
         self.worker_records: list[ComparisonRecord] = []  # what the worker decided (dropped, too large)
         self.process_records: list[ComparisonRecord] = []
-        local = Shadow({"items": self.cap}, self.upstreams, self.worker_records.append,
-                       ShadowMetrics(self.worker_registry), rng=random.Random(1))
+        self.local = local = Shadow({"items": self.cap}, self.upstreams, self.worker_records.append,
+                                    ShadowMetrics(self.worker_registry), rng=random.Random(1))
         self.channel = HandoffChannel(self.path, retry=0.01)
         self.worker = ShadowHandoff(local, self.channel)
         self.process = Shadow({"items": self.cap}, self.upstreams, self.process_records.append,
@@ -123,6 +123,8 @@ class Gateway:
             self.server.close()
 
     def metric(self, registry: CollectorRegistry, name: str, **labels: str) -> float:
+        self.local.metrics.flush()  # counts are written every 0.1 s
+        self.process.metrics.flush()
         return registry.get_sample_value(f"strangler_shadow_{name}_total", {"capability": "items", **labels}) or 0.0
 
     def request(self, method: str = "GET", body: bytes | None = None, *, ok: bool = True,

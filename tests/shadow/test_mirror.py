@@ -54,6 +54,7 @@ class Harness:
         return self.upstreams["new"]
 
     def metric(self, name: str, **labels: str) -> float:
+        self.shadow.metrics.flush()  # counts are written every 0.1 s
         value = self.registry.get_sample_value(f"strangler_shadow_{name}_total", {"capability": "items", **labels})
         return value or 0.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 
@@ -73,3 +74,35 @@ def test_field_metrics_have_bounded_cardinality() -> None:
     assert (value("/a"), value("/b"), value("other"), value("/c")) == (3, 1, 2, None)
     assert registry.get_sample_value("strangler_shadow_compared_total", {"capability": "items"}) == 5
     assert registry.get_sample_value("strangler_shadow_divergent_total", {"capability": "items"}) == 4
+
+
+async def test_counts_are_summed_then_written_together_and_at_stop() -> None:
+    registry = CollectorRegistry()
+    metrics = ShadowMetrics(registry, flush_interval=3600)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"strangler_shadow_{name}_total", {"capability": "items", **labels})
+
+    for _ in range(3):
+        metrics.mirrored("items")
+        metrics.compared("items", ["/a"])
+    metrics.failed("items", "timeout")
+    assert value("mirrored") in (None, 0.0)  # summed in the process: not written yet
+    metrics.flush()
+    assert (value("mirrored"), value("compared"), value("divergent"), value("failed", reason="timeout"),
+            value("field_divergences", field="/a")) == (3, 3, 3, 1, 3)
+    metrics.dropped("items")
+    metrics.skipped("items", "too_large")
+    await metrics.stop()  # the process's lifecycle writes what is left
+    assert (value("dropped"), value("skipped", reason="too_large"), value("mirrored")) == (1, 1, 3)
+
+
+async def test_counts_reach_the_metric_values_within_the_flush_interval() -> None:
+    registry = CollectorRegistry()
+    metrics = ShadowMetrics(registry, flush_interval=0.01)
+    metrics.mirrored("items")
+    while registry.get_sample_value("strangler_shadow_mirrored_total", {"capability": "items"}) != 1:
+        await asyncio.sleep(0.005)  # the test's own timeout ends it if the timer never writes
+    metrics.mirrored("items")  # a new timer for the next counts
+    while registry.get_sample_value("strangler_shadow_mirrored_total", {"capability": "items"}) != 2:
+        await asyncio.sleep(0.005)
