@@ -2,7 +2,8 @@
 
 The primary response is never delayed or failed by the mirror: the proxy hands a `ShadowJob` the bytes it
 streams anyway (request body and response, each captured once up to `shadow.max_body`), and the mirror
-and noise calls run as background tasks with their own timeout, bounded in number per capability.
+and noise calls run as background tasks with their own timeout, bounded in number per capability. They
+start once the primary response has gone to the client, so that none of their work comes before it.
 """
 
 from __future__ import annotations
@@ -74,11 +75,9 @@ class ShadowJob:
         self.headers: dict[str, str] = {}
         self.started = time.perf_counter()
         self.latency_ms: float | None = None
-        self.primary: asyncio.Future[_Side] = asyncio.get_running_loop().create_future()
+        self.primary: _Side | None = None  # set by `finish`, which launches the mirror
         self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
-        self.launched = False
-        if not capture_request:
-            self._launch()
+        self.capturing = capture_request
 
     def capture_request(self, chunk: bytes) -> None:
         body = self.request_body
@@ -103,29 +102,25 @@ class ShadowJob:
                 body += chunk
 
     def finish(self, ok: bool) -> None:
-        """The primary response is complete (`ok`) or failed; the comparison may proceed."""
-        if self.primary.done():
+        """The primary response is complete (`ok`) or failed: the mirror goes out now (a request body that
+        outgrew max_body while it streamed is not mirrored)."""
+        if self.primary is not None:
             return
         if not ok:
-            self.primary.set_result(_Side(None, self.latency_ms, "primary_error"))
+            self.primary = _Side(None, self.latency_ms, "primary_error")
         elif self.response_body is None:
             self.shadow.metrics.skipped(self.capability, "too_large")
-            self.primary.set_result(_Side(None, self.latency_ms, "too_large"))
+            self.primary = _Side(None, self.latency_ms, "too_large")
         else:
             response = CapturedResponse(self.status, self.headers, bytes(self.response_body),
                                         self.headers.get("content-type", ""))
-            self.primary.set_result(_Side(response, self.latency_ms, None))
-        if not self.launched:  # a request with a body: mirror it now that it is complete
-            if ok and self.request_body is not None:
-                self._launch()
-            else:
-                if ok:  # the request body outgrew max_body while it streamed
-                    self.shadow.record_failure(self.route, self.method, self.correlation_id, "too_large")
-                self.shadow.release(self.capability)
-
-    def _launch(self) -> None:
-        self.launched = True
-        self.shadow.spawn(self)
+            self.primary = _Side(response, self.latency_ms, None)
+        if not self.capturing or (ok and self.request_body is not None):
+            self.shadow.spawn(self)
+        else:
+            if ok:  # the request body outgrew max_body while it streamed
+                self.shadow.record_failure(self.route, self.method, self.correlation_id, "too_large")
+            self.shadow.release(self.capability)
 
 
 class Shadow:
@@ -153,8 +148,9 @@ class Shadow:
         self.clock = clock
         self.comparators = {name: Comparator(cap.compare) for name, cap in capabilities.items()}
         self.redactors = {name: Redactor(cap.compare.redact) for name, cap in capabilities.items()}
-        self.compared_headers = {
-            name: frozenset({*cap.compare.headers, "content-type"}) for name, cap in capabilities.items()
+        self.compared_headers = {  # lower-case names, as bytes: matched against the raw headers
+            name: frozenset(h.lower().encode("latin-1") for h in (*cap.compare.headers, "content-type"))
+            for name, cap in capabilities.items()
         }
         self.classify = classify or serving_side_is_authoritative(capabilities)
         self._in_flight: dict[str, int] = dict.fromkeys(capabilities, 0)
@@ -244,7 +240,7 @@ class Shadow:
                 noise_task = asyncio.create_task(self._call(job, noise_upstream, "noise"))
             self.metrics.mirrored(job.capability)
             other = await self._call(job, job.route.decision.mirror or "", shadow_value(job))
-            primary = await job.primary
+            primary = job.primary or _Side(None, job.latency_ms, "primary_error")  # set: `finish` spawned this
             self._compare(job, primary, other, "candidate")
             if noise_task is not None:
                 self._compare(job, primary, await noise_task, "noise")
@@ -354,12 +350,14 @@ def serving_side_is_authoritative(capabilities: Mapping[str, CapabilityConfig]) 
     return classify
 
 
-def wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[str]) -> dict[str, str]:
-    """The compared headers; a repeated one (Set-Cookie) keeps all its values, in order."""
+def wanted_headers(raw: Sequence[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[str, str]:
+    """The compared headers (`wanted`: lower-case names); a repeated one (Set-Cookie) keeps all its values,
+    in order."""
     out: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
-        if key in wanted:
+        lower = name.lower()
+        if lower in wanted:
+            key = lower.decode("latin-1")
             text = value.decode("latin-1")
             out[key] = f"{out[key]}, {text}" if key in out else text
     return out

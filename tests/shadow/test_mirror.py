@@ -332,3 +332,18 @@ async def test_equal_answers_keep_no_bodies() -> None:
     h = Harness(shadow={"store_bodies": True})
     await h.request()
     assert h.records[0].bodies is None
+
+
+async def test_the_mirror_goes_out_once_the_primary_response_is_complete() -> None:
+    h = Harness()
+    job = h.begin()
+    assert job is not None
+    job.response_started(200, JSON_HEADERS)
+    job.capture_response(orjson.dumps({"ok": True}))
+    for _ in range(10):  # every chance to run, had anything been started
+        await asyncio.sleep(0)
+    assert h.new.sent == []
+    job.finish(True)
+    await h.shadow.drain(5)
+    assert len(h.new.sent) == 1
+    assert [r.outcome for r in h.records] == ["compared"]
