@@ -118,12 +118,15 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-# SQLite: comparison rows go to the driver's executemany as tuples, without SQLAlchemy's per-row work (half
-# of a row's CPU, all of it holding the GIL that the worker's event loop needs); DateTime columns are text
-# there, in the format SQLAlchemy's SQLite dialect writes and reads back.
+# SQLite: comparison rows go to the driver as tuples, without SQLAlchemy's per-row work (half of a row's CPU,
+# all of it holding the GIL that the worker's event loop needs), up to `_SQLITE_ROWS` rows in one statement:
+# the driver releases and takes back the GIL around every statement step, and each time the writer thread
+# takes it back it waits for the event loop's thread to let go, two thread switches per step. DateTime
+# columns are text there, in the format SQLAlchemy's SQLite dialect writes and reads back.
 _COMPARISON_COLUMNS = [c.name for c in comparisons_table.columns if c.name != "id"]
-_SQLITE_INSERT = (f"INSERT INTO {comparisons_table.name} ({', '.join(_COMPARISON_COLUMNS)}) "
-                  f"VALUES ({', '.join(['?'] * len(_COMPARISON_COLUMNS))})")
+_SQLITE_ROWS = 500  # x 13 columns: within SQLite's 32,766 parameters per statement
+_SQLITE_INSERT = f"INSERT INTO {comparisons_table.name} ({', '.join(_COMPARISON_COLUMNS)}) VALUES "
+_SQLITE_VALUES = f"({', '.join(['?'] * len(_COMPARISON_COLUMNS))})"
 _SQLITE_DATETIME = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
@@ -175,7 +178,10 @@ class SqlDivergenceStore:
         try:
             with self._engine.begin() as conn:
                 if self._sqlite:
-                    conn.exec_driver_sql(_SQLITE_INSERT, comparison_rows)
+                    for start in range(0, len(comparison_rows), _SQLITE_ROWS):
+                        rows = comparison_rows[start : start + _SQLITE_ROWS]
+                        conn.exec_driver_sql(_SQLITE_INSERT + ", ".join([_SQLITE_VALUES] * len(rows)),
+                                             tuple(v for row in rows for v in row))  # type: ignore[attr-defined]
                 else:
                     conn.execute(insert(comparisons_table), comparison_rows)  # type: ignore[arg-type]
                 if divergence_rows:
