@@ -22,6 +22,7 @@ from strangler.gateway.upstream import UpstreamClient, UpstreamRequest
 from strangler.routing.config import CapabilityConfig
 from strangler.routing.router import Route
 from strangler.shadow.compare import CapturedResponse, Comparator, FieldDifference, PointerSet
+from strangler.shadow.deadlines import CoarseDeadlines
 from strangler.shadow.metrics import ShadowMetrics
 from strangler.shadow.records import ComparisonRecord, Redactor
 
@@ -155,6 +156,7 @@ class Shadow:
         self.classify = classify or serving_side_is_authoritative(capabilities)
         self._in_flight: dict[str, int] = dict.fromkeys(capabilities, 0)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.deadlines = CoarseDeadlines()  # a mirror's timeout may fire up to 0.1 s late
 
     def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
               content_length: int | None, has_body: bool) -> ShadowJob | None:
@@ -263,7 +265,7 @@ class Shadow:
             return _Side(None, None, "circuit_open")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(job.cap.shadow.timeout):
+            with self.deadlines.within(job.cap.shadow.timeout):
                 response = await client.send(request)
                 if breaker is not None:
                     breaker.succeeded()
