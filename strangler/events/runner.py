@@ -35,14 +35,17 @@ FETCH = {"fetch.wait.max.ms": 50, "topic.metadata.refresh.interval.ms": 10_000}
 
 
 class _Place:
-    __slots__ = ("offset", "done")
+    __slots__ = ("offset", "done", "tracker")
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, tracker: OffsetTracker) -> None:
         self.offset = offset
         self.done = False
+        self.tracker = tracker
 
     def finish(self) -> None:
-        self.done = True
+        if not self.done:
+            self.done = True
+            self.tracker.waiting -= 1
 
 
 class OffsetTracker:
@@ -50,10 +53,12 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._queues: dict[tuple[str, int], deque[_Place]] = {}
+        self.waiting = 0  # changes consumed whose outputs are not all acknowledged yet
 
     def add(self, topic: str, partition: int, offset: int) -> Callable[[], None]:
-        place = _Place(offset)
+        place = _Place(offset, self)
         self._queues.setdefault((topic, partition), deque()).append(place)
+        self.waiting += 1
         return place.finish
 
     def ready(self, partitions: set[tuple[str, int]] | None = None) -> dict[tuple[str, int], int]:
@@ -70,11 +75,16 @@ class OffsetTracker:
         return out
 
     def in_flight(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        """Changes whose outputs are not all acknowledged. Done changes waiting for the next commit do not
+        count: back-pressure that counted them would wait for a commit it never reaches."""
+        return self.waiting
 
     def forget(self, partitions: set[tuple[str, int]]) -> None:
         for tp in partitions:
-            self._queues.pop(tp, None)
+            for place in self._queues.pop(tp, ()):
+                if not place.done:
+                    place.done = True  # a late acknowledgement must not count it twice
+                    self.waiting -= 1
 
 
 class KafkaMapperRunner:

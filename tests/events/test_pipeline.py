@@ -192,3 +192,16 @@ def test_the_offset_tracker_commits_only_the_done_prefix() -> None:
     assert tracker.ready({("t", 1)}) == {("t", 1): 6}
     tracker.forget({("t", 0)})
     assert tracker.in_flight() == 0
+
+
+def test_done_changes_waiting_for_a_commit_are_not_in_flight() -> None:
+    # back-pressure waits for in_flight to drop without committing: done changes must not hold it up
+    tracker = OffsetTracker()
+    finishers = [tracker.add("t", 0, offset) for offset in range(5)]
+    for finish in finishers[1:]:
+        finish()
+    assert tracker.in_flight() == 1 and tracker.ready() == {}
+    finishers[1]()  # a second acknowledgement of the same change counts once
+    assert tracker.in_flight() == 1
+    finishers[0]()
+    assert tracker.in_flight() == 0 and tracker.ready() == {("t", 0): 5}
