@@ -20,10 +20,11 @@ class CoarseDeadlines:
         self._due: dict[int, set[asyncio.Task[Any]]] = {}  # step number -> the calls that end there
         self._expired: set[asyncio.Task[Any]] = set()  # cancelled by a timer, the cancellation not yet seen
 
-    def within(self, timeout: float) -> Within:
+    def within(self, timeout: float, loop: asyncio.AbstractEventLoop | None = None) -> Within:
         """A context manager: the current task's work inside it raises TimeoutError once `timeout` (rounded up
-        to the step) has passed; a cancellation from elsewhere stays a cancellation."""
-        task = asyncio.current_task()
+        to the step) has passed; a cancellation from elsewhere stays a cancellation. `loop`, the running
+        loop, when the caller has it (looking it up is a system call on Python 3.11)."""
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("CoarseDeadlines.within needs a running task")
         loop = task.get_loop()

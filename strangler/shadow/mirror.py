@@ -157,6 +157,7 @@ class Shadow:
         self._in_flight: dict[str, int] = dict.fromkeys(capabilities, 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self.deadlines = CoarseDeadlines()  # a mirror's timeout may fire up to 0.1 s late
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
               content_length: int | None, has_body: bool) -> ShadowJob | None:
@@ -224,7 +225,11 @@ class Shadow:
                                    correlation_id, route.decision.target, None, None, None, None))
 
     def spawn(self, job: ShadowJob) -> None:
-        task = asyncio.create_task(self._run(job))
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # Looked up once: on Python 3.11 every lookup of the running loop is a getpid system call.
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run(job, loop))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -232,16 +237,16 @@ class Shadow:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    async def _run(self, job: ShadowJob) -> None:
+    async def _run(self, job: ShadowJob, loop: asyncio.AbstractEventLoop) -> None:
         try:
             noise_task = None
             if job.noise:  # the second call to the serving side runs beside the mirror
                 noise_upstream = job.route.decision.primary
                 if job.cap.shadow.secondary is not None and job.route.decision.target == "legacy":
                     noise_upstream = job.cap.shadow.secondary  # a second legacy instance
-                noise_task = asyncio.create_task(self._call(job, noise_upstream, "noise"))
+                noise_task = loop.create_task(self._call(job, noise_upstream, "noise", loop))
             self.metrics.mirrored(job.capability)
-            other = await self._call(job, job.route.decision.mirror or "", shadow_value(job))
+            other = await self._call(job, job.route.decision.mirror or "", shadow_value(job), loop)
             primary = job.primary or _Side(None, job.latency_ms, "primary_error")  # set: `finish` spawned this
             self._compare(job, primary, other, "candidate")
             if noise_task is not None:
@@ -251,7 +256,7 @@ class Shadow:
         finally:
             self.release(job.capability)
 
-    async def _call(self, job: ShadowJob, upstream: str, marker: str) -> _Side:
+    async def _call(self, job: ShadowJob, upstream: str, marker: str, loop: asyncio.AbstractEventLoop) -> _Side:
         client = self.clients.get(upstream)
         if client is None:
             return _Side(None, None, "error")
@@ -265,7 +270,7 @@ class Shadow:
             return _Side(None, None, "circuit_open")
         started = time.perf_counter()
         try:
-            with self.deadlines.within(job.cap.shadow.timeout):
+            with self.deadlines.within(job.cap.shadow.timeout, loop):
                 response = await client.send(request)
                 if breaker is not None:
                     breaker.succeeded()
