@@ -3,6 +3,7 @@ running admin API answers whatever schemathesis generates from it without a serv
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from schemathesis.checks import (
 from starlette.routing import Mount, Route
 
 from strangler.openapi import openapi_document
+from strangler.shadow.outcome_service import OutcomeService
 from tests.dashboard.estate import TOKEN, build_estate, seed_comparisons
 from tests.support.echo import ThreadedUvicorn
 
@@ -65,6 +67,11 @@ async def test_the_document_is_served_open_as_json(tmp_path: Path) -> None:
 def admin_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config, parts = build_estate(tmp_path_factory.mktemp("fuzz"))
     seed_comparisons(config)
+    # the outcome comparison takes events once it has restored its state (503 before: documented); the
+    # lifecycle that restores it in `strangler serve` does not run here, so restore it now
+    for part in parts.lifecycle:
+        if isinstance(part, OutcomeService):
+            asyncio.run(part.restore())
     server = ThreadedUvicorn(parts.app)
     server.start()
     try:
