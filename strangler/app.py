@@ -87,7 +87,7 @@ def build_proxy(config: StranglerConfig, registry: CollectorRegistry) -> ProxyAp
     ledger = BatchWriter(SqlLedgerStore(engine))
     expected = {name: PointerSet(cap.compare.expected) for name, cap in config.capabilities.items()}
     classify = response_classifier(expected, PrecedenceRules(config.precedence))
-    mirror_clients = MirrorClients(config.upstreams)  # a lean client: mirrors are read whole, never streamed
+    mirror_clients = MirrorClients(config.upstreams)  # pools of their own: a slow mirror holds no primary's
     breakers = {name: CircuitBreaker(up.circuit_breaker.failures, up.circuit_breaker.interval)
                 for name, up in config.upstreams.items() if up.circuit_breaker.failures > 0}
     shadow = Shadow(config.capabilities, mirror_clients, writer.submit, shadow_metrics, classify=classify,
