@@ -55,6 +55,8 @@ class Connector:
         self.heartbeat = heartbeat  # (topic, server name) of Debezium-style heartbeat records, if any
         self.heartbeat_interval = heartbeat_interval
         self.lag_warning_bytes = lag_warning_bytes
+        if not publish_changes and make_mapping is None:
+            raise ValueError("a connector that publishes no change events must map them to domain events")
         self.make_mapping = make_mapping  # domain events made in-process, if any
         self.publish_changes = publish_changes
         self.phase = "starting"

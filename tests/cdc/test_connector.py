@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from strangler.cdc.config import ConnectorConfig
@@ -186,3 +187,9 @@ def test_a_change_that_cannot_be_mapped_is_a_dead_letter_and_the_position_moves_
     body = orjson.loads(dead.value)
     assert body["reason"].startswith("not a change event") and body["source"] == {"connector": "fake", "topic": "t"}
     assert sorted(ids(events)) == [n for n in range(9) if n != 4]
+
+
+def test_a_connector_without_any_output_is_refused() -> None:
+    with pytest.raises(ValueError, match="publishes no change events"):
+        Connector("fake", CONFIG, make_source=lambda: FakeSource(FakeDatabase(1)), make_sink=FakeSink,
+                  metrics=CdcMetrics(CollectorRegistry()), publish_changes=False)
