@@ -17,7 +17,33 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class ProxyMetrics:
+class BatchedMetrics:
+    """Counts summed in the process and written by `_write` at most every `flush_interval` seconds: a
+    subclass counts, then calls `_schedule` when no write is pending (`self._flush is None`)."""
+
+    flush_interval: float
+    _flush: asyncio.TimerHandle | None
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush to the metric values."""
+        if self._flush is not None:
+            self._flush.cancel()  # a no-op when the timer is what called
+            self._flush = None
+        self._write()
+
+    def _write(self) -> None:
+        raise NotImplementedError
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in an event loop (a synchronous caller): write at once
+            self.flush()
+            return
+        self._flush = loop.call_later(self.flush_interval, self.flush)
+
+
+class ProxyMetrics(BatchedMetrics):
     def __init__(self, registry: CollectorRegistry, flush_interval: float = 0.1) -> None:
         self.requests = Counter(
             "strangler_requests",
@@ -96,11 +122,7 @@ class ProxyMetrics:
         if self._flush is None:
             self._schedule()
 
-    def flush(self) -> None:
-        """Write what was counted since the last flush to the metric values."""
-        if self._flush is not None:
-            self._flush.cancel()  # a no-op when the timer is what called
-            self._flush = None
+    def _write(self) -> None:
         if self._in_flight != self._in_flight_written:
             self.in_flight.set(self._in_flight)
             self._in_flight_written = self._in_flight
@@ -116,11 +138,3 @@ class ProxyMetrics:
                 if added:
                     value.inc(added)
             child._sum.inc(counts[-1])
-
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not in an event loop (a synchronous caller): write at once
-            self.flush()
-            return
-        self._flush = loop.call_later(self.flush_interval, self.flush)

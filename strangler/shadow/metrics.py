@@ -15,8 +15,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from strangler.gateway.metrics import BatchedMetrics
 
-class ShadowMetrics:
+
+class ShadowMetrics(BatchedMetrics):
     def __init__(self, registry: CollectorRegistry, max_fields: int = 50, flush_interval: float = 0.1) -> None:
         self._mirrored = Counter("strangler_shadow_mirrored", "Requests mirrored", ["capability"], registry=registry)
         self._dropped = Counter("strangler_shadow_dropped", "Mirrors dropped at the in-flight cap",
@@ -71,11 +73,7 @@ class ShadowMetrics:
         if self._flush is None:
             self._schedule()
 
-    def flush(self) -> None:
-        """Write what was counted since the last flush to the metric values."""
-        if self._flush is not None:
-            self._flush.cancel()  # a no-op when the timer is what called
-            self._flush = None
+    def _write(self) -> None:
         pending, self._pending = self._pending, {}
         children = self._children
         for key, count in pending.items():
@@ -95,11 +93,3 @@ class ShadowMetrics:
         pending[key] = pending.get(key, 0) + 1
         if self._flush is None:
             self._schedule()
-
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not in an event loop (a synchronous caller): write at once
-            self.flush()
-            return
-        self._flush = loop.call_later(self.flush_interval, self.flush)
