@@ -134,7 +134,9 @@ def test_killed_mid_run_the_restart_loses_no_domain_event(
                     ids = list(range(start, start + 50))
                     conn.execute("INSERT INTO customers SELECT i, 'c' || i, i %% 5, date '2024-06-01', NULL "
                                  "FROM generate_series(%s::int, %s::int) AS i", (ids[0], ids[-1]))
-                    lsn = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0]  # type: ignore[index]
+                    # the insert position: the test clusters commit asynchronously, so the write position may
+                    # still lie before this transaction's commit record
+                    lsn = conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint").fetchone()[0]  # type: ignore[index]
                     commits.append((int(lsn), ids))
                     time.sleep(0.01)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -189,4 +191,4 @@ def test_killed_mid_run_the_restart_loses_no_domain_event(
 
 def _current_lsn(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
+        return int(conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
