@@ -25,7 +25,7 @@ import orjson
 from strangler.gateway.upstream import UpstreamRequest
 from strangler.routing.config import CapabilityConfig
 from strangler.routing.router import Route
-from strangler.shadow.mirror import SAFE_METHODS, Shadow, ShadowJob, route_text, wanted_headers
+from strangler.shadow.mirror import SAFE_METHODS, PrimaryCapture, Shadow, ShadowJob, route_text
 
 log = logging.getLogger("strangler.shadow")
 PREFIX = struct.Struct("<III")  # lengths: header, request body, response body (NONE: absent)
@@ -243,51 +243,21 @@ class ShadowHandoff:
         await self.channel.drain(timeout)
 
 
-class HandoffJob:
+class HandoffJob(PrimaryCapture):
     """The worker's part of one mirrored request: what `ShadowJob` captures, handed over when complete."""
 
-    __slots__ = ("handoff", "capability", "limit", "route", "method", "request", "correlation_id", "has_body",
-                 "request_body", "response_body", "status", "headers", "started", "latency_ms", "done")
+    __slots__ = ("handoff", "route", "method", "request", "correlation_id", "has_body", "done")
 
     def __init__(self, handoff: ShadowHandoff, capability: str, cap: CapabilityConfig, route: Route, method: str,
                  request: UpstreamRequest, correlation_id: str, has_body: bool) -> None:
+        super().__init__(handoff.metrics, handoff.compared_headers[capability], capability, cap, has_body)
         self.handoff = handoff
-        self.capability = capability
-        self.limit = int(cap.shadow.max_body)
         self.route = route
         self.method = method
         self.request = request
         self.correlation_id = correlation_id
         self.has_body = has_body
-        self.request_body: bytearray | None = bytearray() if has_body else None
-        self.response_body: bytearray | None = bytearray()
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.started = time.perf_counter()
-        self.latency_ms: float | None = None
         self.done = False
-
-    def capture_request(self, chunk: bytes) -> None:
-        body = self.request_body
-        if body is not None:
-            if len(body) + len(chunk) > self.limit:
-                self.request_body = None
-                self.handoff.metrics.skipped(self.capability, "too_large")
-            else:
-                body += chunk
-
-    def response_started(self, status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
-        self.status = status
-        self.latency_ms = (time.perf_counter() - self.started) * 1000
-        self.headers = wanted_headers(raw_headers, self.handoff.compared_headers[self.capability])
-
-    def capture_response(self, chunk: bytes) -> None:
-        body = self.response_body
-        if body is not None:
-            if len(body) + len(chunk) > self.limit:
-                self.response_body = None
-            else:
-                body += chunk
 
     def finish(self, ok: bool) -> None:
         """The primary response is complete (`ok`) or failed: hand the request over (a write whose primary

@@ -57,18 +57,18 @@ class HandedPrimary:
     latency_ms: float | None
 
 
-class ShadowJob:
-    """The shadow side of one proxied request; fed by the proxy, finished in the background."""
+class PrimaryCapture:
+    """The primary exchange of a shadowed request as the proxy streams it: both bodies up to `max_body` (a
+    request body beyond it is counted as skipped), the status, the compared headers and the latency."""
 
-    def __init__(self, shadow: Shadow, capability: str, cap: CapabilityConfig, route: Route, method: str,
-                 request: UpstreamRequest, correlation_id: str, capture_request: bool) -> None:
-        self.shadow = shadow
+    __slots__ = ("_metrics", "_wanted_headers", "capability", "limit", "request_body", "response_body", "status",
+                 "headers", "started", "latency_ms")
+
+    def __init__(self, metrics: ShadowMetrics, wanted: frozenset[bytes], capability: str, cap: CapabilityConfig,
+                 capture_request: bool) -> None:
+        self._metrics = metrics
+        self._wanted_headers = wanted
         self.capability = capability
-        self.cap = cap
-        self.route = route
-        self.method = method
-        self.request = request
-        self.correlation_id = correlation_id
         self.limit = int(cap.shadow.max_body)
         self.request_body: bytearray | None = bytearray() if capture_request else None
         self.response_body: bytearray | None = bytearray()
@@ -76,23 +76,20 @@ class ShadowJob:
         self.headers: dict[str, str] = {}
         self.started = time.perf_counter()
         self.latency_ms: float | None = None
-        self.primary: _Side | None = None  # set by `finish`, which launches the mirror
-        self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
-        self.capturing = capture_request
 
     def capture_request(self, chunk: bytes) -> None:
         body = self.request_body
         if body is not None:
             if len(body) + len(chunk) > self.limit:
                 self.request_body = None
-                self.shadow.metrics.skipped(self.capability, "too_large")
+                self._metrics.skipped(self.capability, "too_large")
             else:
                 body += chunk
 
     def response_started(self, status: int, raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.latency_ms = (time.perf_counter() - self.started) * 1000
-        self.headers = wanted_headers(raw_headers, self.shadow.compared_headers[self.capability])
+        self.headers = wanted_headers(raw_headers, self._wanted_headers)
 
     def capture_response(self, chunk: bytes) -> None:
         body = self.response_body
@@ -101,6 +98,25 @@ class ShadowJob:
                 self.response_body = None
             else:
                 body += chunk
+
+
+class ShadowJob(PrimaryCapture):
+    """The shadow side of one proxied request; fed by the proxy, finished in the background."""
+
+    __slots__ = ("shadow", "cap", "route", "method", "request", "correlation_id", "primary", "noise", "capturing")
+
+    def __init__(self, shadow: Shadow, capability: str, cap: CapabilityConfig, route: Route, method: str,
+                 request: UpstreamRequest, correlation_id: str, capture_request: bool) -> None:
+        super().__init__(shadow.metrics, shadow.compared_headers[capability], capability, cap, capture_request)
+        self.shadow = shadow
+        self.cap = cap
+        self.route = route
+        self.method = method
+        self.request = request
+        self.correlation_id = correlation_id
+        self.primary: _Side | None = None  # set by `finish`, which launches the mirror
+        self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
+        self.capturing = capture_request
 
     def finish(self, ok: bool) -> None:
         """The primary response is complete (`ok`) or failed: the mirror goes out now (a request body that
