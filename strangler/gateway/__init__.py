@@ -1,9 +1,6 @@
-"""The inline HTTP proxy, its upstream client, the admin listener and the server process model."""
+"""The inline HTTP proxy (`proxy`), its upstream client (`client`, `http1`, the port in `upstream`), the admin
+listener (`admin`) and the server process model (`server`).
 
-from __future__ import annotations
-
-from strangler.gateway.client import Http1UpstreamClient
-from strangler.gateway.proxy import ProxyApp
-from strangler.gateway.upstream import UpstreamClient, UpstreamRequest
-
-__all__ = ["Http1UpstreamClient", "ProxyApp", "UpstreamClient", "UpstreamRequest"]
+Nothing is imported here: the configuration model (`strangler.gateway.config`) is loaded by every command,
+and the CDC connector and the event mapper need none of the proxy's dependencies.
+"""

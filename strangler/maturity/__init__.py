@@ -1,8 +1,5 @@
-"""The maturity ledger: each change's journey through accepted, applied, propagated and reconciled."""
+"""The maturity ledger: each change's journey through accepted, applied, propagated and reconciled
+(`ledger`), kept in the store (`store`), served and watched (`api`, `monitor`).
 
-from __future__ import annotations
-
-from strangler.maturity.ledger import Journey, Stage, StageEvent, stage_lags
-from strangler.maturity.store import LedgerStore, SqlLedgerStore
-
-__all__ = ["Journey", "LedgerStore", "SqlLedgerStore", "Stage", "StageEvent", "stage_lags"]
+Nothing is imported here: the configuration model (`strangler.maturity.config`) is loaded by every command.
+"""
