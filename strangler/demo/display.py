@@ -128,8 +128,14 @@ def render_events(console: Console, legacy: Sequence[Mapping[str, Any]], new: Se
     for event in [*legacy, *new]:
         payload = event["payload"]
         table.add_row(event["source"], event["event_type"], event["aggregate_id"],
-                      f"{payload['street']}, {payload['city']}", (event.get("correlation_id") or "-")[:13] + "…")
+                      f"{payload['street']}, {payload['city']}", _short_id(event.get("correlation_id")))
     console.print(table)
+
+
+def _short_id(correlation_id: str | None) -> str:
+    """The end of a correlation id: a gateway's ids share their beginning (a per-process prefix, then a
+    counter), so the end is what tells them apart."""
+    return "…" + correlation_id[-12:] if correlation_id else "-"
 
 
 def render_ledger(console: Console, change: Mapping[str, Any]) -> None:
