@@ -53,8 +53,9 @@ def render_html(report: dict[str, Any]) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.2f}%"
     env.filters["short"] = _short
+    env.filters["age"] = _age
     template = env.from_string((files("strangler.shadow") / "templates" / "report.html").read_text("utf-8"))
-    return template.render(report=report, chart=_chart)
+    return template.render(report={"drift": [], **report}, chart=_chart)
 
 
 def render_table(report: dict[str, Any]) -> None:
@@ -83,6 +84,12 @@ def render_table(report: dict[str, Any]) -> None:
             table.add_row(item["route"], item["field"], f"{100 * item['rate']:.2f}%",
                           f"{100 * item['noise_rate']:.2f}%", item["classification"], example)
         console.print(table)
+
+
+def _age(seconds: float) -> str:
+    from strangler.reconcile.report import format_age  # the drift table's wording
+
+    return format_age(seconds)
 
 
 def _short(value: Any, limit: int = 60) -> str:

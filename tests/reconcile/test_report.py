@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,10 +144,24 @@ def test_the_drift_table_says_how_many_entities_are_not_shown() -> None:
     assert "1.5m" in out and "3 more drifted entities of customers not shown" in out
 
 
-def test_the_html_report_still_renders_beside_the_drift(seeded: tuple[Path, StranglerConfig], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_html_report_shows_the_drift_beside_the_divergences(seeded: tuple[Path, StranglerConfig],
+                                                                tmp_path: Path) -> None:
     path, _ = seeded
     out = tmp_path / "report.html"
     assert main(["report", "-c", str(path), "--format", "html", "-o", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert page.lstrip().lower().startswith("<!doctype html>") and "customer-profile" in page
+    assert "State drift (reconciliation)" in page and 'id="drift-customers"' in page
+    assert 'id="drift-policies"' not in page  # a job without drift has its summary row only
+    rows = re.findall(r"<tr>\s*<td><code>(\d+)</code></td><td><code>(\w+)</code></td>\s*"
+                      r"<td><code>([^<]*)</code></td><td><code>([^<]*)</code></td>\s*<td>([\w-]+)</td>", page)
+    assert set(rows) == {("7", "email", "user7@example.org", "other@example.org", "non-authoritative"),
+                         ("42", "email", "user42@example.org", "other@example.org", "non-authoritative"),
+                         ("99", "email", "user99@example.org", "None", "non-authoritative")}
+
+
+def test_the_html_report_without_reconciliation_has_no_drift_section() -> None:
+    from strangler.shadow.report import render_html
+
+    page = render_html({"generated_at": "2026-01-01T00:00:00Z", "capabilities": []})
+    assert "State drift" not in page and "No capabilities." in page
