@@ -246,16 +246,13 @@ class ShadowHandoff:
 class HandoffJob(PrimaryCapture):
     """The worker's part of one mirrored request: what `ShadowJob` captures, handed over when complete."""
 
-    __slots__ = ("handoff", "route", "method", "request", "correlation_id", "has_body", "done")
+    __slots__ = ("handoff", "has_body", "done")
 
     def __init__(self, handoff: ShadowHandoff, capability: str, cap: CapabilityConfig, route: Route, method: str,
                  request: UpstreamRequest, correlation_id: str, has_body: bool) -> None:
-        super().__init__(handoff.metrics, handoff.compared_headers[capability], capability, cap, has_body)
+        super().__init__(handoff.metrics, handoff.compared_headers[capability], capability, cap, route, method,
+                         request, correlation_id, has_body)
         self.handoff = handoff
-        self.route = route
-        self.method = method
-        self.request = request
-        self.correlation_id = correlation_id
         self.has_body = has_body
         self.done = False
 

@@ -61,14 +61,19 @@ class PrimaryCapture:
     """The primary exchange of a shadowed request as the proxy streams it: both bodies up to `max_body` (a
     request body beyond it is counted as skipped), the status, the compared headers and the latency."""
 
-    __slots__ = ("_metrics", "_wanted_headers", "capability", "limit", "request_body", "response_body", "status",
-                 "headers", "started", "latency_ms")
+    __slots__ = ("_metrics", "_wanted_headers", "capability", "route", "method", "request", "correlation_id",
+                 "limit", "request_body", "response_body", "status", "headers", "started", "latency_ms")
 
     def __init__(self, metrics: ShadowMetrics, wanted: frozenset[bytes], capability: str, cap: CapabilityConfig,
+                 route: Route, method: str, request: UpstreamRequest, correlation_id: str,
                  capture_request: bool) -> None:
         self._metrics = metrics
         self._wanted_headers = wanted
         self.capability = capability
+        self.route = route
+        self.method = method
+        self.request = request
+        self.correlation_id = correlation_id
         self.limit = int(cap.shadow.max_body)
         self.request_body: bytearray | None = bytearray() if capture_request else None
         self.response_body: bytearray | None = bytearray()
@@ -103,17 +108,14 @@ class PrimaryCapture:
 class ShadowJob(PrimaryCapture):
     """The shadow side of one proxied request; fed by the proxy, finished in the background."""
 
-    __slots__ = ("shadow", "cap", "route", "method", "request", "correlation_id", "primary", "noise", "capturing")
+    __slots__ = ("shadow", "cap", "primary", "noise", "capturing")
 
     def __init__(self, shadow: Shadow, capability: str, cap: CapabilityConfig, route: Route, method: str,
                  request: UpstreamRequest, correlation_id: str, capture_request: bool) -> None:
-        super().__init__(shadow.metrics, shadow.compared_headers[capability], capability, cap, capture_request)
+        super().__init__(shadow.metrics, shadow.compared_headers[capability], capability, cap, route, method,
+                         request, correlation_id, capture_request)
         self.shadow = shadow
         self.cap = cap
-        self.route = route
-        self.method = method
-        self.request = request
-        self.correlation_id = correlation_id
         self.primary: _Side | None = None  # set by `finish`, which launches the mirror
         self.noise = method in SAFE_METHODS and shadow.rng.random() < cap.shadow.noise_sample
         self.capturing = capture_request
