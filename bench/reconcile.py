@@ -218,13 +218,14 @@ def _list(values: list[float], unit: str = " s", digits: int = 2) -> str:
     return ", ".join(f"{v:.{digits}f}{unit}" for v in values)
 
 
-def write_section(section: str) -> None:
-    """Replaces this benchmark's part of bench/RESULTS.md (between its markers) and nothing else."""
+def write_section(section: str, start: str = START, end: str = END) -> None:
+    """Replaces a benchmark's part of bench/RESULTS.md (between its markers, this one's by default) and nothing
+    else."""
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1:]
     else:
         text = text.rstrip() + "\n\n" + block
     path.write_text(text)

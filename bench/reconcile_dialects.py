@@ -185,7 +185,9 @@ def main() -> None:
     section = render(args, results, hashes, loads)
     print(section)
     if not args.no_write:
-        write_section(section)
+        from bench.reconcile import write_section
+
+        write_section(section, START, END)
 
 
 def render(args: argparse.Namespace, results: dict[tuple[str, str], list[tuple[float, float]]],
@@ -215,18 +217,6 @@ in turn, reversed every other round, {args.repeats} rounds, medians.
 One whole-table checksum of the PostgreSQL table: PostgreSQL's own hash {native:.2f} s, the portable MD5 hash
 {portable:.2f} s ({portable / native:.2f}x; per round, own / portable: {per_round}).
 """
-
-
-def write_section(section: str) -> None:
-    """Replaces this benchmark's part of bench/RESULTS.md (between its markers) and nothing else."""
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip() + "\n\n" + block
-    path.write_text(text)
 
 
 if __name__ == "__main__":
