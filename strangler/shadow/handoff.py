@@ -25,7 +25,7 @@ import orjson
 from strangler.gateway.upstream import UpstreamRequest
 from strangler.routing.config import CapabilityConfig
 from strangler.routing.router import Route
-from strangler.shadow.mirror import SAFE_METHODS, PrimaryCapture, Shadow, ShadowJob, route_text
+from strangler.shadow.mirror import PrimaryCapture, Shadow, ShadowJob, route_text
 
 log = logging.getLogger("strangler.shadow")
 PREFIX = struct.Struct("<III")  # lengths: header, request body, response body (NONE: absent)
@@ -204,7 +204,6 @@ class ShadowHandoff:
         self.local = local
         self.channel = channel
         self.metrics = local.metrics
-        self.rng = local.rng
         self.compared_headers = local.compared_headers
 
     def begin(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
@@ -215,14 +214,7 @@ class ShadowHandoff:
         cap = self.local.capabilities[capability]
         if not cap.shadow.offload:
             return self.local.begin(route, method, request, correlation_id, content_length, has_body)
-        if cap.shadow.sample < 1.0 and self.rng.random() >= cap.shadow.sample:
-            return None
-        if method not in SAFE_METHODS and cap.shadow.writes == "skip":
-            self.metrics.skipped(capability, "unsafe_method")
-            return None
-        if content_length is not None and content_length > cap.shadow.max_body:
-            self.metrics.skipped(capability, "too_large")
-            self.local.record_failure(route, method, correlation_id, "too_large")
+        if not self.local.wanted(cap, route, method, correlation_id, content_length):
             return None
         return HandoffJob(self, capability, cap, route, method, request, correlation_id, has_body)
 

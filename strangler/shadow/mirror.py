@@ -185,18 +185,27 @@ class Shadow:
         if capability is None or route.decision.mirror is None:
             return None
         cap = self.capabilities[capability]
-        if cap.shadow.sample < 1.0 and self.rng.random() >= cap.shadow.sample:
-            return None
-        if method not in SAFE_METHODS and cap.shadow.writes == "skip":
-            self.metrics.skipped(capability, "unsafe_method")
-            return None
-        if content_length is not None and content_length > cap.shadow.max_body:
-            self.metrics.skipped(capability, "too_large")
-            self.record_failure(route, method, correlation_id, "too_large")
+        if not self.wanted(cap, route, method, correlation_id, content_length):
             return None
         if not self._admit(route, method, correlation_id):
             return None
         return ShadowJob(self, capability, cap, route, method, request, correlation_id, capture_request=has_body)
+
+    def wanted(self, cap: CapabilityConfig, route: Route, method: str, correlation_id: str,
+               content_length: int | None) -> bool:
+        """Whether this request of a shadowed capability is to be mirrored: sampled in, not an unsafe write the
+        capability skips, not declared larger than max_body (both counted)."""
+        if cap.shadow.sample < 1.0 and self.rng.random() >= cap.shadow.sample:
+            return False
+        capability = route.capability or ""
+        if method not in SAFE_METHODS and cap.shadow.writes == "skip":
+            self.metrics.skipped(capability, "unsafe_method")
+            return False
+        if content_length is not None and content_length > cap.shadow.max_body:
+            self.metrics.skipped(capability, "too_large")
+            self.record_failure(route, method, correlation_id, "too_large")
+            return False
+        return True
 
     def accept(self, route: Route, method: str, request: UpstreamRequest, correlation_id: str,
                request_body: bytes | None, has_body: bool, primary: HandedPrimary) -> None:
