@@ -102,7 +102,7 @@ class PostgresDialect(SqlDialect):
         for item in description:
             oid, declared_scale = item[1], item[5]  # type_code is the type's OID
             kind = _PG_TYPES.get(oid, "text")
-            out.append(ColumnType(kind, 0 if kind == "integer" else (declared_scale if kind == "decimal" else None)))
+            out.append(_reported(kind, declared_scale))
         return out
 
     def bigint(self, column: str) -> str:
@@ -219,7 +219,7 @@ class MariaDbDialect(SqlDialect):
             kind = _MYSQL_TYPES.get(code, "text")
             if code == 1 and length == 1:  # tinyint(1): how MariaDB spells BOOLEAN
                 kind = "boolean"
-            out.append(ColumnType(kind, 0 if kind == "integer" else (scale if kind == "decimal" else None)))
+            out.append(_reported(kind, scale))
         return out
 
     def bigint(self, column: str) -> str:
@@ -290,6 +290,11 @@ class SqliteDialect(SqlDialect):
 
     def sum(self, expr: str) -> str:
         return f"strangler_sum({expr})"  # exact: SQLite's sum() stops at an integer overflow
+
+
+def _reported(kind: str, scale: Any) -> ColumnType:
+    """A column's type from the kind its driver reports: integers have scale 0, only decimals keep theirs."""
+    return ColumnType(kind, 0 if kind == "integer" else (scale if kind == "decimal" else None))
 
 
 def portable_hash(value: str | None) -> int | None:
