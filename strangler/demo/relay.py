@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from strangler.demo.domain import Address
 from strangler.demo.new_service import CustomerProfile, ProfileStore
 from strangler.events.pipeline import DomainEventPipeline
+from strangler.lifecycle import BackgroundTask
 
 NEW_EVENT = "CustomerAddressChanged"
 
@@ -49,7 +50,7 @@ class _Tail:
         return not self.path.exists() or self.path.stat().st_size == self.offset
 
 
-class EventRelay:
+class EventRelay(BackgroundTask):
     def __init__(self, *, changes: Path, events: Path, legacy_db: Path, changelog_table: str,
                  pipeline: DomainEventPipeline, admin: httpx.AsyncClient, profiles: ProfileStore) -> None:
         self.changes = _Tail(changes)
@@ -63,7 +64,6 @@ class EventRelay:
         self.new_events: list[dict[str, Any]] = []
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sequence = itertools.count(1)
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def publish_new(self, profile: CustomerProfile, correlation_id: str | None) -> None:
@@ -78,14 +78,8 @@ class EventRelay:
                         "city": address.city, "country": address.country},
         })
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         self.pipeline.close()
 
     async def _run(self) -> None:
