@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -124,7 +124,7 @@ def _url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def _app_server(app: Any, lifespan: str = "on") -> uvicorn.Server:
+def _app_server(app: Any, lifespan: Literal["on", "off"] = "on") -> uvicorn.Server:
     return _QuietServer(
         uvicorn.Config(app, loop="asyncio", lifespan=lifespan, log_config=None, log_level="warning",
                        access_log=False, timeout_graceful_shutdown=1)
