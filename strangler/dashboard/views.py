@@ -16,7 +16,7 @@ from typing import Any
 
 from strangler.dashboard.cdc_status import CdcStatusSource, NoCdcStatus
 from strangler.maturity.config import MaturityConfig
-from strangler.maturity.ledger import Journey, Stage, stage_lags
+from strangler.maturity.ledger import Journey, Stage, is_stuck, stage_lags
 from strangler.maturity.store import LedgerStore
 from strangler.routing.admin_api import cached_flags
 from strangler.routing.modes import Mode
@@ -142,13 +142,10 @@ def maturity(sources: DashboardSources) -> dict[str, Any]:
     figures = stage_lags(journeys, now, stuck_after)
     stuck, failed = [], []
     for journey in journeys:
-        stage = journey.stage
-        if stage is Stage.EXCEPTION:
+        if journey.stage is Stage.EXCEPTION:
             failed.append(_journey(journey, now))
-        elif stage is not Stage.RECONCILED:
-            since = journey.stages.get(stage)
-            if since is not None and now - since > stuck_after:
-                stuck.append(_journey(journey, now))
+        elif is_stuck(journey, now, stuck_after):
+            stuck.append(_journey(journey, now))
     stuck.sort(key=lambda j: -(j["age_seconds"] or 0))
     return {**figures, "window_seconds": sources.maturity.window, "stuck_changes": stuck[:STUCK_LISTED],
             "exception_changes": failed[:STUCK_LISTED]}

@@ -89,12 +89,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 3)
 
 
-def stage_lags(journeys: Iterable[Journey], now: dt.datetime, stuck_after: dt.timedelta) -> dict[str, Any]:
-    """Lag from accepted to each stage (p50/p99 seconds) and how many changes are stuck in each stage.
+def is_stuck(journey: Journey, now: dt.datetime, stuck_after: dt.timedelta) -> bool:
+    """The change has been in its current stage longer than `stuck_after`, and that stage is not the last one
+    (reconciled) or an exception."""
+    current = journey.stage
+    if current is Stage.EXCEPTION or current is Stage.RECONCILED:
+        return False
+    since = journey.stages.get(current)
+    return since is not None and now - since > stuck_after
 
-    A change is stuck in its current stage when it has been there longer than `stuck_after` and that
-    stage is not the last one (reconciled) or an exception.
-    """
+
+def stage_lags(journeys: Iterable[Journey], now: dt.datetime, stuck_after: dt.timedelta) -> dict[str, Any]:
+    """Lag from accepted to each stage (p50/p99 seconds) and how many changes are stuck in each stage
+    (`is_stuck`)."""
     lags: dict[Stage, list[float]] = {s: [] for s in ORDER[1:]}
     stuck: dict[Stage, int] = {s: 0 for s in ORDER[:-1]}
     exceptions = 0
@@ -106,13 +113,10 @@ def stage_lags(journeys: Iterable[Journey], now: dt.datetime, stuck_after: dt.ti
             at = journey.stages.get(stage)
             if start is not None and at is not None:
                 lags[stage].append(max(0.0, (at - start).total_seconds()))
-        current = journey.stage
-        if current is Stage.EXCEPTION:
+        if journey.stage is Stage.EXCEPTION:
             exceptions += 1
-        elif current is not Stage.RECONCILED:
-            since = journey.stages.get(current)
-            if since is not None and now - since > stuck_after:
-                stuck[current] += 1
+        elif is_stuck(journey, now, stuck_after):
+            stuck[journey.stage] += 1
     return {
         "changes": total,
         "exceptions": exceptions,
