@@ -118,6 +118,12 @@ def consume_events(bootstrap: str, topic: str, expected: int | None = None, time
             for k, v in consume_all(bootstrap, topic, expected=expected, timeout=timeout)]
 
 
+def wal_lsn(dsn: str) -> int:
+    """The server's current WAL position."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
+
+
 def confirmed_lsn(dsn: str, slot: str = "strangler") -> int | None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots "

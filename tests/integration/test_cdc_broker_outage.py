@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.integration.cdc_support import (
@@ -18,16 +17,12 @@ from tests.integration.cdc_support import (
     consume_events,
     eventually,
     execute,
+    wal_lsn,
 )
 from tests.support.kafka import TansuBroker
 from tests.support.postgres import PostgresDatabase
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-
-def wal_lsn(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
 
 
 def healthz(process: CdcProcess) -> int | None:

@@ -18,6 +18,7 @@ from tests.integration.cdc_support import (
     consume_events,
     eventually,
     execute,
+    wal_lsn,
 )
 from tests.support.kafka import TansuBroker
 from tests.support.postgres import PostgresDatabase
@@ -134,8 +135,7 @@ def test_an_idle_slot_advances_while_other_tables_change(customers: str, tmp_pat
         read_events(source, count(1))
         start = confirmed_lsn(customers)
         execute(customers, *["INSERT INTO audit (note) SELECT repeat('x', 1000) FROM generate_series(1, 200)"] * 5)
-        with __import__("psycopg").connect(customers, autocommit=True) as conn:
-            after_writes = int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])
+        after_writes = wal_lsn(customers)
         assert start is not None and after_writes > start
         source.heartbeat(0)
 

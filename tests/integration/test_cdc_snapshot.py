@@ -11,7 +11,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.cdc_support import CdcProcess, connector_config, eventually, execute, read_jsonl
+from tests.integration.cdc_support import (
+    CdcProcess,
+    confirmed_lsn,
+    connector_config,
+    eventually,
+    execute,
+    read_jsonl,
+    wal_lsn,
+)
 from tests.support.postgres import PostgresDatabase
 
 pytestmark = pytest.mark.integration
@@ -66,18 +74,12 @@ def replay(events: list[dict[str, Any]]) -> dict[int, int]:
     return state
 
 
-def current_lsn(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
-
-
 def run_until_caught_up(process: CdcProcess, dsn: str, timeout: float = 90) -> None:
-    target = current_lsn(dsn)
+    target = wal_lsn(dsn)
 
     def caught_up() -> bool:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute("SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots").fetchone()
-        return row is not None and row[0] is not None and row[0] >= target
+        confirmed = confirmed_lsn(dsn)
+        return confirmed is not None and confirmed >= target
 
     eventually(caught_up, timeout, "the connector to confirm the last change", process)
 
