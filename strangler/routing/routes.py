@@ -9,8 +9,9 @@ A path is the segments after its leading `/`: `/` is one empty segment, like the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "*"})
 _PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}$")
@@ -154,19 +155,8 @@ class OverlapIndex:
     def add(self, capability: str, index: int, template: RouteTemplate) -> None:
         entry = (self._count, capability, index, template)
         self._count += 1
-        node = self._root
-        for seg in template.segments:
-            kind = _kind(seg)
-            if kind == "rest":
-                node.rest.append(entry)
-                return
-            if kind == "param":
-                if node.param is None:
-                    node.param = _OverlapNode()
-                node = node.param
-            else:
-                node = node.literals.setdefault(seg, _OverlapNode())
-        node.ends.append(entry)
+        node, tail = _descend(self._root, template.segments, _OverlapNode)
+        (node.rest if tail else node.ends).append(entry)
 
     def first_overlap(self, capability: str, template: RouteTemplate) -> RouteOverlap | None:
         """The earliest stored template of another capability that `template` overlaps, or None."""
@@ -236,6 +226,35 @@ class _Node:
     rest: dict[str, _Target] = field(default_factory=dict)
 
 
+def _for_method(targets: dict[str, _Target], method: str) -> _Target | None:
+    """The template for `method` among those ending at one node: its own, else one for any method, else for
+    a HEAD request the GET one."""
+    hit = targets.get(method) or targets.get("*")
+    if hit is None and method == "HEAD":
+        hit = targets.get("GET")
+    return hit
+
+
+_N = TypeVar("_N", _Node, _OverlapNode)
+
+
+def _descend(root: _N, segments: tuple[str, ...], new: Callable[[], _N]) -> tuple[_N, bool]:
+    """The node of the trie under `root` that `segments` lead to, creating the missing ones, and whether the
+    template ends there in a `{rest:path}` tail (it is stored in the node's `rest`, else in its `ends`)."""
+    node = root
+    for seg in segments:
+        kind = _kind(seg)
+        if kind == "rest":
+            return node, True
+        if kind == "param":
+            if node.param is None:
+                node.param = new()
+            node = node.param
+        else:
+            node = node.literals.setdefault(seg, new())
+    return node, False
+
+
 class RouteTable:
     """All capabilities' templates; `match(method, path)` finds the capability serving a request."""
 
@@ -247,19 +266,8 @@ class RouteTable:
     def _add(self, capability: str, template: RouteTemplate) -> None:
         names = tuple(seg[1:].split(":", 1)[0].rstrip("}") for seg in template.segments if _kind(seg) != "literal")
         target = (capability, template, names)
-        node = self._root
-        for seg in template.segments:
-            kind = _kind(seg)
-            if kind == "rest":
-                node.rest.setdefault(template.method, target)  # the first template wins
-                return
-            if kind == "param":
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                node = node.literals.setdefault(seg, _Node())
-        node.ends.setdefault(template.method, target)
+        node, tail = _descend(self._root, template.segments, _Node)
+        (node.rest if tail else node.ends).setdefault(template.method, target)  # the first template wins
 
     def match(self, method: str, path: str) -> RouteMatch | None:
         segs = path[1:].split("/")
@@ -273,9 +281,7 @@ class RouteTable:
         self, node: _Node, segs: list[str], i: int, method: str, values: list[str]
     ) -> tuple[_Target, list[str]] | None:
         if i == len(segs):
-            hit = node.ends.get(method) or node.ends.get("*")
-            if hit is None and method == "HEAD":
-                hit = node.ends.get("GET")
+            hit = _for_method(node.ends, method)
             return (hit, values) if hit else None
         seg = segs[i]
         child = node.literals.get(seg)
@@ -288,9 +294,7 @@ class RouteTable:
             if found:
                 return found
         if node.rest:
-            hit = node.rest.get(method) or node.rest.get("*")
-            if hit is None and method == "HEAD":
-                hit = node.rest.get("GET")
+            hit = _for_method(node.rest, method)
             if hit is not None:
                 return hit, [*values, "/".join(segs[i:])]
         return None
