@@ -15,8 +15,6 @@ from strangler.reconcile.config import JobConfig
 from strangler.reconcile.runner import group_records
 from strangler.reconcile.store import SqlDriftStore
 
-_RUN_FIELDS = ("id", "started_at", "finished_at", "status", "compared", "drifted", "errors")
-
 
 def drift_jobs(
     store: SqlDriftStore, jobs: Mapping[str, JobConfig], names: Sequence[str], now: dt.datetime, limit: int = 1000
@@ -39,11 +37,6 @@ def jobs_of_capability(jobs: Mapping[str, JobConfig], precedence: PrecedenceConf
     """The jobs whose entity the precedence rules tie to `capability`."""
     return [name for name, job in jobs.items()
             if (rule := precedence.entities.get(job.entity)) is not None and rule.capability == capability]
-
-
-def brief_run(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A run row without its plan and checkpoint (which can be long)."""
-    return None if run is None else {k: run.get(k) for k in _RUN_FIELDS}
 
 
 def format_age(seconds: float) -> str:
