@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import socket
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,28 +34,11 @@ from strangler.demo.relay import EventRelay
 from strangler.events.runner import build_pipeline
 from strangler.gateway.proxy import ProxyApp
 from strangler.gateway.server import _QuietServer, uvicorn_config
-from strangler.routing.config import CapabilityConfig
-from strangler.routing.modes import Mode, RoutingFlag
 from strangler.store import upgrade_schema
 
 CONFIG_RESOURCE = "demo.yaml"
 CONNECTOR = "legacy-crm"
 _START_TIMEOUT = 5.0
-
-
-class DemoFlags:
-    """An in-memory `FlagSource`, for running the sample apps behind a proxy without a store (tests)."""
-
-    def __init__(self, capabilities: Mapping[str, CapabilityConfig]) -> None:
-        self._flags = {name: RoutingFlag(cap.mode, cap.percent, 0) for name, cap in capabilities.items()}
-
-    def flag(self, capability: str) -> RoutingFlag:
-        return self._flags[capability]
-
-    def set(self, capability: str, mode: Mode, percent: float = 0.0) -> RoutingFlag:
-        flag = RoutingFlag(mode, percent, self._flags[capability].version + 1)
-        self._flags[capability] = flag
-        return flag
 
 
 def title_case(name: str) -> str:
