@@ -3,6 +3,7 @@ overlap; and a snapshot killed half-way resumes where it stopped."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from pathlib import Path
@@ -84,6 +85,21 @@ def run_until_caught_up(process: CdcProcess, dsn: str, timeout: float = 90) -> N
     eventually(caught_up, timeout, "the connector to confirm the last change", process)
 
 
+def finish(writer: Writer, process: CdcProcess, dsn: str) -> None:
+    """Stop the writer, let the connector confirm everything it wrote, and stop the connector cleanly."""
+    writer.stop.set()
+    writer.join(30)
+    assert writer.error is None
+    run_until_caught_up(process, dsn)
+    assert process.terminate() == 0
+
+
+def snapshot_config(dsn: str, out: Path, directory: Path, **connector: Any) -> dict[str, Any]:
+    """A connector snapshotting `dsn` in batches of 500 rows into the JSON-lines file `out`."""
+    return connector_config({"kind": "postgres", "dsn": dsn, "snapshot_fetch_size": 500, "heartbeat_interval": 0},
+                            {"kind": "jsonl", "path": str(out)}, directory, **connector)
+
+
 @pytest.fixture
 def items(pg_database: PostgresDatabase) -> str:
     execute(pg_database.dsn, "CREATE TABLE items (id int PRIMARY KEY, version int NOT NULL, note text)",
@@ -93,8 +109,7 @@ def items(pg_database: PostgresDatabase) -> str:
 
 def test_snapshot_then_stream_with_concurrent_writes(items: str, tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    config = connector_config({"kind": "postgres", "dsn": items, "snapshot_fetch_size": 500, "heartbeat_interval": 0},
-                              {"kind": "jsonl", "path": str(out)}, tmp_path)
+    config = snapshot_config(items, out, tmp_path)
     writer = Writer(items, 100_000, 20_000)
     writer.start()
     process = CdcProcess(config, tmp_path)
@@ -103,11 +118,7 @@ def test_snapshot_then_stream_with_concurrent_writes(items: str, tmp_path: Path)
         process.start()
         eventually(lambda: sum(1 for e in read_jsonl(out) if e["value"] and e["value"]["op"] != "r") > 500, 90,
                    "streamed changes after the snapshot", process)
-        writer.stop.set()
-        writer.join(30)
-        assert writer.error is None
-        run_until_caught_up(process, items)
-        assert process.terminate() == 0
+        finish(writer, process, items)
     finally:
         writer.stop.set()
         process.stop()
@@ -134,8 +145,7 @@ def test_a_killed_snapshot_resumes_where_it_stopped(items: str, tmp_path: Path) 
     rows = 200_000
     execute(items, f"INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(20001, {rows}) g")
     out = tmp_path / "events.jsonl"
-    config = connector_config({"kind": "postgres", "dsn": items, "snapshot_fetch_size": 500, "heartbeat_interval": 0},
-                              {"kind": "jsonl", "path": str(out)}, tmp_path, max_in_flight=2000, batch_size=500)
+    config = snapshot_config(items, out, tmp_path, max_in_flight=2000, batch_size=500)
     writer = Writer(items, 1_000_000, rows)
     writer.start()
     process = CdcProcess(config, tmp_path)
@@ -149,11 +159,7 @@ def test_a_killed_snapshot_resumes_where_it_stopped(items: str, tmp_path: Path) 
         process.start()
         eventually(lambda: sum(1 for e in read_jsonl(out) if e["value"] and e["value"]["op"] != "r") > 300, 90,
                    "the stream after the resumed snapshot", process)
-        writer.stop.set()
-        writer.join(30)
-        assert writer.error is None
-        run_until_caught_up(process, items)
-        assert process.terminate() == 0
+        finish(writer, process, items)
     finally:
         writer.stop.set()
         process.stop()
@@ -163,5 +169,5 @@ def test_a_killed_snapshot_resumes_where_it_stopped(items: str, tmp_path: Path) 
     # (rows the writer inserted meanwhile may be read by the resumed snapshot: count the keys read twice)
     assert len(snapshot_rows) - len({e["key"]["id"] for e in snapshot_rows}) < 2_500
     assert replay(events) == table_state(items)
-    state = __import__("json").loads((tmp_path / "state" / "legacy.json").read_text())
+    state = json.loads((tmp_path / "state" / "legacy.json").read_text())
     assert state["snapshot"]["status"] == "done" and state["snapshot"]["tables"][0]["spans"]
