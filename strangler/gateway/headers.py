@@ -176,8 +176,7 @@ class CorrelationIds:
         return f"{self._prefix}{next(self._count):012x}"
 
     def _draw(self) -> None:
-        h = os.urandom(10).hex()
-        self._prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{'89ab'[int(h[15], 16) & 3]}{h[16:19]}-"
+        self._prefix = new_correlation_id()[:24]  # "xxxxxxxx-xxxx-4xxx-yxxx-": the counter fills the last group
         self._count = itertools.count()
 
 
