@@ -1030,9 +1030,9 @@ def rounds_table(measurements: list[Measurement]) -> str:
     """Ratios within each round (the cells of one round ran minutes apart at most), and their medians."""
     by = {(m.target, m.connections): m for m in measurements}
 
-    def run(target: str, conns: int, i: int) -> WrkRun | None:
+    def cell(target: str, conns: int, i: int, attr: str) -> float | None:
         m = by.get((target, conns))
-        return m.runs[i] if m is not None and i < len(m.runs) else None
+        return getattr(m.runs[i], attr) if m is not None and i < len(m.runs) else None
 
     def ratio(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
         return scale * a / b if a and b else None
@@ -1044,14 +1044,12 @@ def rounds_table(measurements: list[Measurement]) -> str:
     ]
     columns: list[list[float | None]] = [[] for _ in range(5)]
     for i in range(max((len(m.runs) for m in measurements), default=0)):
-        s1, s50, n50 = run("strangler", 1, i), run("strangler", 50, i), run("nginx-proxy", 50, i)
-        a1, a50 = run("strangler-aiohttp", 1, i), run("strangler-aiohttp", 50, i)
         values = [
-            ratio(s50.rps if s50 else None, n50.rps if n50 else None, 100.0),
-            ratio(s1.rps if s1 else None, a1.rps if a1 else None),
-            ratio(s50.rps if s50 else None, a50.rps if a50 else None),
-            ratio(s1.proxy_cpu_us if s1 else None, a1.proxy_cpu_us if a1 else None),
-            ratio(s50.proxy_cpu_us if s50 else None, a50.proxy_cpu_us if a50 else None),
+            ratio(cell("strangler", 50, i, "rps"), cell("nginx-proxy", 50, i, "rps"), 100.0),
+            ratio(cell("strangler", 1, i, "rps"), cell("strangler-aiohttp", 1, i, "rps")),
+            ratio(cell("strangler", 50, i, "rps"), cell("strangler-aiohttp", 50, i, "rps")),
+            ratio(cell("strangler", 1, i, "proxy_cpu_us"), cell("strangler-aiohttp", 1, i, "proxy_cpu_us")),
+            ratio(cell("strangler", 50, i, "proxy_cpu_us"), cell("strangler-aiohttp", 50, i, "proxy_cpu_us")),
         ]
         others = [r.others_cores for m in measurements if i < len(m.runs) for r in [m.runs[i]]]
         for column, value in zip(columns, values, strict=True):
