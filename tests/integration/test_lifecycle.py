@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.echo import EchoUpstream
-from tests.support.gateway import ADMIN_TOKEN, GatewayProcess, metric_value
+from tests.support.gateway import ADMIN_TOKEN, GatewayProcess, metric_value, one_upstream_config
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,7 @@ def test_other_admin_paths_accept_the_bearer_token(gateway: GatewayProcess) -> N
 
 @pytest.fixture
 def draining_gateway(tmp_path: Path, legacy_echo: EchoUpstream) -> GatewayProcess:
-    config = {
-        "workers": 2,
-        "limits": {"drain_timeout": DRAIN_TIMEOUT},
-        "upstreams": {"legacy": {"url": legacy_echo.url}},
-        "default_upstream": "legacy",
-    }
+    config = one_upstream_config(legacy_echo.url, drain_timeout=DRAIN_TIMEOUT)
     process = GatewayProcess(config, tmp_path / "draining").start()
     yield process
     process.stop()
@@ -142,13 +137,7 @@ def replacement_of(gateway: GatewayProcess, dead: int, *, poll: float) -> int:
 
 
 def test_a_dead_worker_is_replaced_and_a_starting_one_still_drains(tmp_path: Path, legacy_echo: EchoUpstream) -> None:
-    config = {
-        "workers": 2,
-        "limits": {"drain_timeout": 3},
-        "upstreams": {"legacy": {"url": legacy_echo.url}},
-        "default_upstream": "legacy",
-    }
-    gateway = GatewayProcess(config, tmp_path / "respawn").start()
+    gateway = GatewayProcess(one_upstream_config(legacy_echo.url, drain_timeout=3), tmp_path / "respawn").start()
     try:
         first, second = gateway.worker_pids()
         os.kill(first, signal.SIGKILL)

@@ -18,7 +18,7 @@ import pytest
 from tests.reliability.load import steady_load
 from tests.reliability.report import record
 from tests.support.echo import EchoUpstream, header_values
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, one_upstream_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -28,12 +28,7 @@ RATE, DURATION, SIGTERM_AT = 100.0, 6.0, 3.0
 
 @pytest.fixture
 def gateway(tmp_path: Path, legacy_upstream: EchoUpstream) -> Iterator[GatewayProcess]:
-    config = {
-        "workers": 2,
-        "limits": {"drain_timeout": DRAIN_TIMEOUT},
-        "upstreams": {"legacy": {"url": legacy_upstream.url}},
-        "default_upstream": "legacy",
-    }
+    config = one_upstream_config(legacy_upstream.url, drain_timeout=DRAIN_TIMEOUT)
     process = GatewayProcess(config, tmp_path / "gateway").start()
     yield process
     process.stop()

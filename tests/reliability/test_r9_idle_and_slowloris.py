@@ -16,7 +16,7 @@ import pytest
 
 from tests.reliability.report import record
 from tests.support.echo import EchoUpstream
-from tests.support.gateway import GatewayProcess, memory_kib
+from tests.support.gateway import GatewayProcess, memory_kib, one_upstream_config
 from tests.support.rawhttp import parse_responses
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(120)]
@@ -27,12 +27,7 @@ CONNECTIONS = 1000
 
 @pytest.fixture
 def gateway(tmp_path: Path, legacy_upstream: EchoUpstream) -> Iterator[GatewayProcess]:
-    config = {
-        "workers": 2,
-        "limits": {"header_timeout": HEADER_TIMEOUT},
-        "upstreams": {"legacy": {"url": legacy_upstream.url}},
-        "default_upstream": "legacy",
-    }
+    config = one_upstream_config(legacy_upstream.url, header_timeout=HEADER_TIMEOUT)
     process = GatewayProcess(config, tmp_path / "gateway").start()
     yield process
     process.stop()

@@ -112,6 +112,12 @@ class GatewayProcess:
         return httpx.get(f"{self.admin_url}/metrics", timeout=5.0).text
 
 
+def one_upstream_config(url: str, **limits: float) -> dict[str, Any]:
+    """Two workers in front of one upstream, `legacy`, that takes every request, under the given `limits`: the
+    configuration of the tests of the serve process itself (draining, header timeouts, respawned workers)."""
+    return {"workers": 2, "limits": limits, "upstreams": {"legacy": {"url": url}}, "default_upstream": "legacy"}
+
+
 SHADOW_PROCESS = "shadow-process"  # its /proc/PID/comm
 
 
