@@ -131,6 +131,8 @@ def _print(fmt: str, reports: list[dict[str, Any]]) -> None:
     if fmt == "json":
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2, default=str))
         return
+    from strangler.reconcile.report import cut_text, format_age
+
     console = Console()
     for report in reports:
         table = Table(title=f"Drift: {report['job']}")
@@ -138,8 +140,8 @@ def _print(fmt: str, reports: list[dict[str, Any]]) -> None:
             table.add_column(column)
         for entry in report["drifted"][:50]:
             for f in entry["fields"]:
-                table.add_row(entry["entity_key"], f["field"], _cut(f["legacy"]), _cut(f["new"]), f["classification"],
-                              f["first_seen"][:19], _age(entry["age_seconds"]))
+                table.add_row(entry["entity_key"], f["field"], cut_text(f["legacy"]), cut_text(f["new"]),
+                              f["classification"], f["first_seen"][:19], format_age(entry["age_seconds"]))
         if report["drifted"]:
             console.print(table)
         more = len(report["drifted"]) - 50
@@ -150,16 +152,3 @@ def _print(fmt: str, reports: list[dict[str, Any]]) -> None:
                         f" {report['reconciled']} changes reconciled, {report['repaired']} repair events,"
                         f" {report['error_count']} errors)")
         console.print(summary + (f"; {more:,} more not shown (use --format json)" if more > 0 else ""))
-
-
-def _cut(value: str | None, width: int = 40) -> str:
-    if value is None:
-        return "-"
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"

@@ -68,7 +68,7 @@ def render_drift_table(console: Console, jobs: Sequence[Mapping[str, Any]], enti
             table.add_column(column)
         for entry in job["drifted"][:entities]:
             for f in entry["fields"]:
-                table.add_row(entry["entity_key"], f["field"], _cut(f["legacy"]), _cut(f["new"]),
+                table.add_row(entry["entity_key"], f["field"], cut_text(f["legacy"]), cut_text(f["new"]),
                               f["classification"], str(f["first_seen"])[:19], format_age(entry["age_seconds"]))
         console.print(table)
         more = job["drifted_entities"] - min(entities, len(job["drifted"]))
@@ -77,7 +77,8 @@ def render_drift_table(console: Console, jobs: Sequence[Mapping[str, Any]], enti
                           f"strangler reconcile --show)")
 
 
-def _cut(value: str | None, width: int = 40) -> str:
+def cut_text(value: str | None, width: int = 40) -> str:
+    """A value for a table cell: `-` for none, a long one cut to `width` characters."""
     if value is None:
         return "-"
     return value if len(value) <= width else value[: width - 1] + "…"
