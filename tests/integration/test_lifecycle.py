@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,7 +68,7 @@ def test_other_admin_paths_accept_the_bearer_token(gateway: GatewayProcess) -> N
 
 
 @pytest.fixture
-def draining_gateway(tmp_path: Path, legacy_echo: EchoUpstream) -> GatewayProcess:
+def draining_gateway(tmp_path: Path, legacy_echo: EchoUpstream) -> Iterator[GatewayProcess]:
     config = one_upstream_config(legacy_echo.url, drain_timeout=DRAIN_TIMEOUT)
     process = GatewayProcess(config, tmp_path / "draining").start()
     yield process
