@@ -51,12 +51,8 @@ class _Node:
     timestamp: float | None = None
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
-def pointer(parts: tuple[str, ...]) -> str:
-    return "".join("/" + _escape(p) for p in parts)
+def pointer(parts: tuple[str, ...] | list[str]) -> str:
+    return "".join(["/" + _token(p) for p in parts])
 
 
 def split_pointer(pattern: str) -> list[str]:
@@ -166,7 +162,7 @@ class Comparator:
         nodes = self._nodes_at(spliced.parts)
         if nodes is None:
             return []
-        path = "".join(["/" + _token(str(part)) for part in spliced.parts])
+        path = pointer([str(part) for part in spliced.parts])
         return self._documents(spliced.primary, spliced.other, path, nodes)
 
     def _nodes_at(self, parts: tuple[str | int, ...]) -> tuple[_Node, ...] | None:

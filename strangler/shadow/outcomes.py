@@ -123,14 +123,9 @@ class OutcomeJoiner:
         queue = self._pending.setdefault(key, deque())
         partner = self._partner(queue, side, event)
         if partner is None:
-            item = _Pending(side, event, now, key)
-            queue.append(item)
-            self._by_arrival.append(item)
+            self._wait(_Pending(side, event, now, key), queue)
             return "waiting", results, None
-        partner.done = True
-        queue.remove(partner)
-        if not queue:
-            del self._pending[key]
+        self._unwait(partner, queue)
         legacy, new = (event, partner.event) if side == "legacy" else (partner.event, event)
         results.append(self.compare(legacy, new))
         return "joined", results, partner.event
@@ -152,10 +147,7 @@ class OutcomeJoiner:
         item = next((p for p in queue or () if p.side == side and p.event.event_id == event.event_id), None)
         if queue is None or item is None:
             return False
-        item.done = True
-        queue.remove(item)
-        if not queue:
-            del self._pending[key]
+        self._unwait(item, queue)
         return True
 
     def forget(self, side: Side, event_id: str) -> None:
@@ -169,6 +161,13 @@ class OutcomeJoiner:
     def _wait(self, item: _Pending, queue: deque[_Pending]) -> None:
         queue.append(item)
         self._by_arrival.append(item)
+
+    def _unwait(self, item: _Pending, queue: deque[_Pending]) -> None:
+        """`item` waits no more (joined or released); the expiry pass skips it."""
+        item.done = True
+        queue.remove(item)
+        if not queue:
+            del self._pending[item.key]
 
     def expire(self, now: dt.datetime) -> list[OutcomeResult]:
         """Events whose window closed without a partner: `missing` outcomes."""

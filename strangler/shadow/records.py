@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from strangler.shadow.compare import FieldDifference, PointerSet, is_json, split_pointer
+from strangler.shadow.compare import FieldDifference, PointerSet, is_json, pointer, split_pointer
 
 MASK = "***"
 _ARRAY_INDEX = re.compile(r"\d{1,6}")
@@ -87,7 +87,7 @@ class Redactor:
                        if len(p) <= len(parts) and all(a == "*" or a == b for a, b in zip(p, parts, strict=False))),
                       key=len)
         kept = [b if a != "*" or _ARRAY_INDEX.fullmatch(b) else "*" for a, b in zip(pattern, parts, strict=False)]
-        return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in kept)
+        return pointer(kept)
 
     def difference(self, diff: FieldDifference) -> FieldDifference:
         return FieldDifference(self.path(diff.path), self.value(diff.path, diff.primary),
