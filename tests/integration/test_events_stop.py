@@ -8,13 +8,11 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import orjson
 import pytest
 
 from strangler.events import DomainEventsConfig
 from strangler.events.runner import KafkaMapperRunner, build_pipeline
-from tests.events.changes import change, customer
-from tests.integration.test_outcomes_mapper import config, produce, topics, wait_for
+from tests.integration.test_outcomes_mapper import config, created_customers, produce, topics, wait_for
 from tests.support.kafka import TansuBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -32,8 +30,7 @@ def test_a_stop_with_the_broker_gone_ends_the_runner(private_broker: TansuBroker
     bootstrap = private_broker.bootstrap_servers
     source, events, dead = topics(private_broker, "legacy.crm.public.customers", "domain.customer", "domain.dead")
     group = f"mapper-{uuid.uuid4().hex[:8]}"
-    produce(bootstrap, source, [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=3000 + i)))
-                                for i in range(20)])
+    produce(bootstrap, source, created_customers(20, 3000))
     settings = DomainEventsConfig.model_validate(config(bootstrap, source, events, dead, group))
     assert settings.consume is not None
     pipeline = build_pipeline(settings)  # publishing to the same broker

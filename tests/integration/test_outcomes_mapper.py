@@ -55,6 +55,12 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
     assert producer.flush(60) == 0 and failures == []
 
 
+def created_customers(count: int, first_lsn: int) -> list[tuple[bytes | None, bytes | None]]:
+    """The change records of `count` customers inserted (ids 0 to count - 1) at consecutive LSNs."""
+    return [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=first_lsn + i)))
+            for i in range(count)]
+
+
 def committed(bootstrap: str, group: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
@@ -138,8 +144,7 @@ def test_killed_mid_way_and_restarted_nothing_is_lost_and_duplicates_keep_their_
     source, events, dead = topics(kafka_broker, "legacy.crm.public.customers", "domain.customer", "domain.dead")
     group = f"mapper-{uuid.uuid4().hex[:8]}"
     total = 40_000
-    produce(bootstrap, source, [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=10_000 + i)))
-                                for i in range(total)])
+    produce(bootstrap, source, created_customers(total, 10_000))
     path = tmp_path / "strangler.yaml"
     precedence = {"entities": {"customer": {"groups": {"all": {"fields": ["/*"], "authority": "legacy"}}}}}
     path.write_text(yaml.safe_dump({"store": f"sqlite:///{tmp_path}/store.db", "precedence": precedence,
@@ -198,8 +203,7 @@ def test_an_output_never_acknowledged_stops_the_runner_with_the_offset_before_it
     bootstrap = kafka_broker.bootstrap_servers
     source, events, dead = topics(kafka_broker, "legacy.crm.public.customers", "domain.customer", "domain.dead")
     group = f"mapper-{uuid.uuid4().hex[:8]}"
-    produce(bootstrap, source, [(orjson.dumps({"id": i}), orjson.dumps(change("c", customer(id=i), lsn=2000 + i)))
-                                for i in range(10)])
+    produce(bootstrap, source, created_customers(10, 2000))
     settings = DomainEventsConfig.model_validate(config(bootstrap, source, events, dead, group))
     assert settings.consume is not None
     refusing = FakeSink(fail_keys={b"6"})  # the event of the change at offset 6 is never acknowledged
