@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -24,6 +23,7 @@ from tests.integration.cdc_support import (
     consume_events,
     eventually,
     execute,
+    wal_lsn,
 )
 from tests.reliability.report import full_run, record
 from tests.support.faultproxy import FaultProxy
@@ -63,11 +63,6 @@ def proxied_broker(tmp_path: Path) -> Iterator[FaultProxy]:
         broker.wait()
         log.close()
         proxy.stop()
-
-
-def wal_lsn(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint").fetchone()[0])  # type: ignore[index]
 
 
 def test_broker_unreachable_mid_run(pg_database: PostgresDatabase, proxied_broker: FaultProxy,
