@@ -22,9 +22,9 @@ from strangler.reconcile.config import SqlSide
 from strangler.reconcile.drift import Key
 from strangler.reconcile.errors import SideUnavailable
 from strangler.reconcile.normalise import ColumnType, FieldKind
-from strangler.reconcile.sql_dialects import canonical_sql, dialect_for
+from strangler.reconcile.sql_dialects import dialect_for
 
-__all__ = ["Chunk", "SqlChunkSession", "SqlStateSide", "canonical_sql"]
+__all__ = ["Chunk", "SqlChunkSession", "SqlStateSide"]
 _CHUNK_BITS = 40  # hash chunks use bits above those of the buckets
 
 
