@@ -46,14 +46,7 @@ class AckTracker:
         self._open = _Unit(self)
         self._closed: deque[_Unit] = deque()
 
-    def sending(self) -> Any:
-        """Count one more record of the open unit; returns its delivery callback."""
-        unit = self._open
-        unit.pending += 1
-        self.in_flight += 1
-        return unit.ack
-
-    def sending_many(self, count: int) -> Any:
+    def sending(self, count: int = 1) -> Any:
         """Count `count` more records of the open unit; returns their (shared) delivery callback."""
         unit = self._open
         unit.pending += count

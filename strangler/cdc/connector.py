@@ -209,7 +209,7 @@ class Connector:
     def _send_run(self, records: list[Any], sink: EventSink, tracker: AckTracker,
                   mapping: ChangeMapping | None) -> None:
         if self.publish_changes:
-            sink.send_many(records, tracker.sending_many(len(records)))
+            sink.send_many(records, tracker.sending(len(records)))
         if mapping is not None:
             mapping.send(records, tracker.mapping)
 
