@@ -8,13 +8,11 @@ CI: 8 s unreachable; `STRANGLER_RELIABILITY_FULL=1`: 30 s."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.integration.cdc_support import (
     CdcProcess,
@@ -27,7 +25,7 @@ from tests.integration.cdc_support import (
 )
 from tests.reliability.report import full_run, record
 from tests.support.faultproxy import FaultProxy
-from tests.support.kafka import find_tansu_binary
+from tests.support.kafka import TansuBroker
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresDatabase
 
@@ -38,30 +36,14 @@ TOPIC = "legacy.public.t"
 
 
 @pytest.fixture
-def proxied_broker(tmp_path: Path) -> Iterator[FaultProxy]:
+def proxied_broker() -> Iterator[FaultProxy]:
     port = free_port()
     proxy = FaultProxy(port).start()
-    log = open(tmp_path / "tansu.log", "wb")  # noqa: SIM115 - closed below
-    broker = subprocess.Popen([str(find_tansu_binary()), "broker", f"--listener-url=tcp://127.0.0.1:{port}",
-                               f"--advertised-listener-url=tcp://127.0.0.1:{proxy.port}",
-                               "--storage-engine=memory://tansu/"], stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
     try:
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{proxy.port}", "reconnect.backoff.max.ms": 200})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                admin.create_topics([NewTopic(TOPIC, 1, 1)], operation_timeout=10)[TOPIC].result(timeout=15)
-                break
-            except Exception:
-                if time.monotonic() > deadline or broker.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield proxy
+        with TansuBroker(port=port, advertised_port=proxy.port) as broker:
+            broker.create_topic(TOPIC)
+            yield proxy
     finally:
-        broker.kill()
-        broker.wait()
-        log.close()
         proxy.stop()
 
 

@@ -36,18 +36,23 @@ class TansuBrokerError(RuntimeError):
 
 class TansuBroker(PrivateService):
     """A throw-away single-node broker on loopback. Nothing happens until `start()`; `close()` removes
-    every trace. `stop()` and `start()` keep the port (the topics are gone). Also a context manager."""
+    every trace. `stop()` and `start()` keep the port (the topics are gone). Also a context manager.
+
+    `advertised_port`: the port the broker tells clients to connect to (a proxy in front of it); its own by
+    default."""
 
     def __init__(
         self,
         *,
         port: int | None = None,
+        advertised_port: int | None = None,
         binary: str | Path | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port
+        self.advertised_port = advertised_port
         self.binary = Path(binary) if binary is not None else find_tansu_binary()
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
@@ -132,12 +137,11 @@ class TansuBroker(PrivateService):
     # -- internals ----------------------------------------------------------------------------------
 
     def _launch(self, port: int) -> None:
-        url = f"tcp://{self.host}:{port}"
         command = [
             str(self.binary),
             "broker",
-            f"--listener-url={url}",
-            f"--advertised-listener-url={url}",
+            f"--listener-url=tcp://{self.host}:{port}",
+            f"--advertised-listener-url=tcp://{self.host}:{self.advertised_port or port}",
             "--storage-engine=memory://tansu/",
         ]
         with self.log_path.open("ab") as log:
