@@ -154,15 +154,7 @@ class ChangeTranslator:
             codec = self.codecs.get(_U32(data, 1)[0])
             if codec is not None:
                 if kind == 73:
-                    if self._plain_inserts:
-                        # the common case inline: no skipped operations, no snapshot coverage
-                        key, row, _ = codec.encode(data, 6)
-                        template = self._templates.get(codec.table.table_id) or self._template(codec)
-                        out.append((codec.table.topic, template.key(key) if template.key_schema else key,
-                                    template.value(b"null", row, b"c", lsn, self._now_tail), None))
-                        codec.counts[0] += 1
-                    else:
-                        self._insert(codec, data, lsn, out)
+                    self._insert(codec, data, lsn, out)  # plain inserts go the inline way in feed_messages
                 elif kind == 85:
                     self._update(codec, data, lsn, out)
                 else:
