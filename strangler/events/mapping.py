@@ -78,7 +78,6 @@ class _Plan:
     rule: MappingRule
     keys: tuple[str, ...]
     fields: tuple[tuple[str, str, type[dt.date] | None], ...]  # (payload field, column, time type or None)
-    model: type[BaseModel]
     validate: PayloadValidator
     event_type: str
     version: int
@@ -91,12 +90,12 @@ class DomainEventMapper:
         self._plans: dict[str, list[_Plan]] = {}
         validators = {name: PayloadValidator(self.models[name], t.payload) for name, t in config.types.items()}
         for rule in config.rules:
-            model, times = self.models[rule.event], time_fields(self.models[rule.event])
+            times = time_fields(self.models[rule.event])
             declared = config.types[rule.event]
             self._plans.setdefault(rule.table, []).append(_Plan(
                 rule, (rule.key,) if isinstance(rule.key, str) else tuple(rule.key),
                 tuple((name, column, times.get(name)) for name, column in rule.payload.items()),
-                model, validators[rule.event], declared.name or rule.event, declared.version))
+                validators[rule.event], declared.name or rule.event, declared.version))
         self._outbox = {route.table: OutboxRouter(route, config, self.models) for route in config.outbox}
         self._unmapped_is_dead = config.dead_letter.unmapped_tables
 
