@@ -50,10 +50,7 @@ class JsonlSink:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
 
     def send(self, record: Record, on_delivery: DeliveryCallback) -> None:
-        self._lines.append(format_line(record, self._heads))
-        self._callbacks.append(on_delivery)
-        if len(self._lines) >= 10000:
-            self.poll(0)
+        self.send_many([record], on_delivery)
 
     def send_many(self, records: list[Record], on_delivery: DeliveryCallback) -> None:
         heads = self._heads
