@@ -112,6 +112,13 @@ def gateway_config(bootstrap: str, store: str, legacy_topic: str, new_topic: str
     }
 
 
+def topics(broker: TansuBroker, partitions: int = 1) -> tuple[str, str, str]:
+    """A legacy topic, a new topic and a consumer group of their own: the tests share one broker."""
+    suffix = uuid.uuid4().hex[:8]
+    return (broker.create_topic(f"domain.customer-{suffix}", partitions=partitions),
+            broker.create_topic(f"new.customer-{suffix}", partitions=partitions), f"outcomes-{suffix}")
+
+
 def kill(gateway: GatewayProcess) -> None:
     """SIGKILL the serve process (the admin part, where the comparison runs) and its workers."""
     pids = [gateway.pid, *children_of(gateway.pid)]
@@ -125,10 +132,7 @@ def test_events_waiting_at_a_crash_join_their_partners_after_the_restart_once_ea
     kafka_broker: TansuBroker, pg_database: PostgresDatabase, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    suffix = uuid.uuid4().hex[:8]
-    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}")
-    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}")
-    group = f"outcomes-{suffix}"
+    legacy_topic, new_topic, group = topics(kafka_broker)
     config = gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group)
     engine = create_store_engine(pg_database.url())
     cids = [f"req-{i}" for i in range(1, EVENTS + 1)]
@@ -180,10 +184,7 @@ def test_while_the_store_is_down_no_offset_is_committed_and_the_events_are_writt
     kafka_broker: TansuBroker, pg_database: PostgresDatabase, pg_cluster: Any, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    suffix = uuid.uuid4().hex[:8]
-    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}")
-    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}")
-    group = f"outcomes-{suffix}"
+    legacy_topic, new_topic, group = topics(kafka_broker)
     engine = create_store_engine(pg_database.url())
     cids = [f"req-{i}" for i in range(1, 21)]
     gateway = GatewayProcess(gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group),
@@ -216,10 +217,7 @@ def test_a_second_instance_takes_over_the_waiting_events_of_the_partitions_it_is
     """Two gateways on one store, one consumer group: when the second joins, each partition's waiting events
     are joined, or expire, in the one process that reads the partition, never in both."""
     bootstrap = kafka_broker.bootstrap_servers
-    suffix = uuid.uuid4().hex[:8]
-    legacy_topic = kafka_broker.create_topic(f"domain.customer-{suffix}", partitions=2)
-    new_topic = kafka_broker.create_topic(f"new.customer-{suffix}", partitions=2)
-    group = f"outcomes-{suffix}"
+    legacy_topic, new_topic, group = topics(kafka_broker, partitions=2)
     config = gateway_config(bootstrap, pg_database.url(), legacy_topic, new_topic, group, window=30)
     engine = create_store_engine(pg_database.url())
     cids = [f"req-{i}" for i in range(1, 41)]
