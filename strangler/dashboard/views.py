@@ -9,7 +9,6 @@ drift and the audit history."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from strangler.dashboard.cdc_status import CdcStatusSource, NoCdcStatus
 from strangler.maturity.config import MaturityConfig
 from strangler.maturity.ledger import Journey, Stage, is_stuck, stage_lags
 from strangler.maturity.store import LedgerStore
-from strangler.routing.admin_api import cached_flags
+from strangler.routing.admin_api import cache_as_of, cached_flags, stored_flags
 from strangler.routing.modes import Mode
 from strangler.routing.refresh import FlagRefresher
 from strangler.routing.service import FlagService
@@ -48,14 +47,7 @@ class DashboardSources:
 
 def current_flags(sources: DashboardSources) -> dict[str, dict[str, Any]]:
     """Every capability's flag as `GET /flags` shows it (the configured mode until one is stored)."""
-    stored = sources.flags.store.load()
-    out = {}
-    for name, cap in sources.flags.capabilities.items():
-        flag = stored.get(name)
-        out[name] = flag.as_dict() if flag is not None else {
-            "capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0, "updated_at": None,
-            "updated_by": None, "reason": "initial mode from configuration"}
-    return out
+    return {item["capability"]: item for item in stored_flags(sources.flags, sources.flags.store.load())}
 
 
 def flags_or_cached(sources: DashboardSources) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
@@ -68,9 +60,7 @@ def flags_or_cached(sources: DashboardSources) -> tuple[dict[str, dict[str, Any]
         if sources.refresher is None:
             raise
         cache = sources.refresher.cache
-        as_of = None
-        if cache.loaded_at is not None:
-            as_of = (sources.clock() - dt.timedelta(seconds=time.monotonic() - cache.loaded_at)).isoformat()
+        as_of = cache_as_of(cache, sources.clock())
         flags = {item["capability"]: item for item in cached_flags(sources.flags, cache)}
         return flags, {"as_of": as_of, "error": str(exc).splitlines()[0][:300]}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,6 +55,27 @@ def cached_flags(service: FlagService, cache: FlagCache) -> list[dict[str, Any]]
     return items
 
 
+def stored_flags(service: FlagService, stored: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every capability's flag as `GET /flags` lists it from the store's rows (`stored`): the configured mode
+    until one is stored."""
+    items = []
+    for name, cap in service.capabilities.items():
+        flag = stored.get(name)
+        if flag is not None:
+            items.append(flag.as_dict())
+        else:
+            items.append({"capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0,
+                          "updated_at": None, "updated_by": None, "reason": "initial mode from configuration"})
+    return items
+
+
+def cache_as_of(cache: FlagCache, now: dt.datetime) -> str | None:
+    """When `cache` last read the store, as ISO time (`now`: the wall time now), or None if it never did."""
+    if cache.loaded_at is None:
+        return None
+    return (now - dt.timedelta(seconds=time.monotonic() - cache.loaded_at)).isoformat()
+
+
 def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher | None = None) -> list[Route]:
     async def list_flags(request: Request) -> Response:
         now = time.monotonic()
@@ -61,8 +83,7 @@ def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher
             stored = await run_in_threadpool(service.store.load)
         except StoreUnavailable as exc:
             # reads go on from memory: the flags this process routes by, marked stale; writes stay 503
-            age = now - cache.loaded_at if cache.loaded_at is not None else None
-            as_of = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age)).isoformat() if age is not None else None
+            as_of = cache_as_of(cache, dt.datetime.now(dt.UTC))
             warning = (f"flags as of {as_of}" if as_of else "configured initial modes; the store was never reached")
             return JSONResponse(
                 {"flags": cached_flags(service, cache), **cache.status(now), "flag_store": "unreachable",
@@ -70,15 +91,7 @@ def flag_routes(service: FlagService, cache: FlagCache, refresher: FlagRefresher
                  "flag_store_error": str(exc).splitlines()[0][:300]},
                 headers={"warning": f'110 - "Response is Stale: the flag store is unreachable; {warning}"'},
             )
-        items = []
-        for name, cap in service.capabilities.items():
-            flag = stored.get(name)
-            if flag is not None:
-                items.append(flag.as_dict())
-            else:
-                items.append({"capability": name, "mode": cap.mode.value, "percent": cap.percent, "version": 0,
-                              "updated_at": None, "updated_by": None, "reason": "initial mode from configuration"})
-        return JSONResponse({"flags": items, **cache.status(now), "stale": False,
+        return JSONResponse({"flags": stored_flags(service, stored), **cache.status(now), "stale": False,
                              "as_of": dt.datetime.now(dt.UTC).isoformat()})
 
     async def put_flag(request: Request) -> Response:
