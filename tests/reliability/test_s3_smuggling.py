@@ -5,7 +5,6 @@ of one on the same connection exactly once)."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -14,7 +13,7 @@ from tests.integration.test_smuggling import CORPUS as INTEGRATION_CORPUS
 from tests.reliability.report import record
 from tests.support.echo import EchoUpstream
 from tests.support.gateway import GatewayProcess
-from tests.support.rawhttp import parse_responses
+from tests.support.rawhttp import exchange_until_closed, parse_responses
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -41,26 +40,6 @@ CORPUS = {
 LEGITIMATE = b"GET /legitimate-first HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def exchange(port: int, data: bytes, timeout: float = 4.0) -> tuple[bytes, bool]:
-    """Send `data`; everything received, and whether the gateway closed the connection (before `timeout`)."""
-    received = bytearray()
-    deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        while (remaining := deadline - time.monotonic()) > 0:
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                return bytes(received), False
-            except ConnectionResetError:
-                return bytes(received), True
-            if not chunk:
-                return bytes(received), True
-            received += chunk
-    return bytes(received), False
-
-
 def upstream_paths(echo: EchoUpstream, since: int) -> list[str]:
     time.sleep(0.1)  # anything forwarded would have reached the upstream before the answer; be generous
     return [r["raw_path"] for r in echo.records[since:]]
@@ -71,7 +50,7 @@ def test_smuggling_attempt_is_400_closed_and_not_forwarded(
     hostile_gateway: GatewayProcess, legacy_upstream: EchoUpstream, data: bytes
 ) -> None:
     since = len(legacy_upstream.records)
-    received, closed = exchange(hostile_gateway.port, data)
+    received, closed = exchange_until_closed(hostile_gateway.port, data, timeout=4.0)
     assert [r.status for r in parse_responses(received)] == [400]
     assert closed
     assert upstream_paths(legacy_upstream, since) == []
@@ -82,7 +61,7 @@ def test_upstream_sees_exactly_the_legitimate_request_sent_ahead(
     hostile_gateway: GatewayProcess, legacy_upstream: EchoUpstream, data: bytes
 ) -> None:
     since = len(legacy_upstream.records)
-    received, closed = exchange(hostile_gateway.port, LEGITIMATE + data)
+    received, closed = exchange_until_closed(hostile_gateway.port, LEGITIMATE + data, timeout=4.0)
     statuses = [r.status for r in parse_responses(received)]
     assert closed
     assert statuses == [200, 400]

@@ -22,25 +22,29 @@ class RawResponse:
 
 def exchange(port: int, data: bytes, *, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
     """Send `data`, return every byte received until the server closes (or `timeout` passes)."""
+    return exchange_until_closed(port, data, timeout=timeout, host=host)[0]
+
+
+def exchange_until_closed(port: int, data: bytes, *, timeout: float = 5.0,
+                          host: str = "127.0.0.1") -> tuple[bytes, bool]:
+    """Send `data`; every byte received, and whether the server closed the connection (FIN or reset) before
+    `timeout` passed."""
     deadline = time.monotonic() + timeout
     received = bytearray()
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(data)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        while (remaining := deadline - time.monotonic()) > 0:
             sock.settimeout(remaining)
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
-                break
+                return bytes(received), False
             except ConnectionResetError:
-                break
+                return bytes(received), True
             if not chunk:
-                break
+                return bytes(received), True
             received += chunk
-    return bytes(received)
+    return bytes(received), False
 
 
 def parse_responses(data: bytes) -> list[RawResponse]:
