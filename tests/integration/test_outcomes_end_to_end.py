@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from tests.support.echo import ThreadedUvicorn
 from tests.support.gateway import ADMIN_TOKEN, GatewayProcess
-from tests.support.kafka import TansuBroker, consume_all
+from tests.support.kafka import FAST_GROUP_SETTINGS, TansuBroker, consume_all
 from tests.support.postgres import PostgresDatabase
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ def test_a_request_reaches_reconciled_or_exception_by_what_both_sides_published(
     legacy, new = LegacyApp(legacy_db.dsn), NewService(bootstrap, new_topic)
     legacy.server.start()
     new.server.start()
-    fast_group = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    fast_group = dict(FAST_GROUP_SETTINGS)
     config: dict[str, Any] = {
         "workers": 1,
         "store": f"sqlite:///{tmp_path}/strangler.db",
